@@ -1,0 +1,1 @@
+"""The frontend language: @function programs with gen, select, fork and roles."""

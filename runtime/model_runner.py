@@ -1,0 +1,88 @@
+"""Owns the model, the KV pools and the attention backend; runs one forward per batch."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import psutil
+import torch
+
+from kernels.attention import create_backend
+from runtime.forward_batch import ForwardBatch
+from runtime.memory_pool import KVPool, ReqToTokenPool
+from runtime.model_loader.loader import load_config, load_weights, prepare_model_folder
+from runtime.models import LlamaForCausalLM
+from runtime.server_args import ServerArgs
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if device.type == "cpu" and name != "float32":
+        raise ValueError(f"dtype: {name} is CUDA-only here; use float32 on the CPU")
+    return _DTYPES[name]
+
+
+class ModelRunner:
+    def __init__(self, args: ServerArgs) -> None:
+        t0 = time.perf_counter()
+        self.args = args
+        self.device = resolve_device(args.device)
+        self.dtype = resolve_dtype(args.dtype, self.device)
+        self.model_folder = prepare_model_folder(args.model_path, args.cache_dir)
+        self.config = cfg = load_config(self.model_folder)
+        self.context_len = args.context_length or cfg.max_position_embeddings
+        with torch.device("meta"):
+            model = LlamaForCausalLM(cfg, max_position=self.context_len)
+        model.to_empty(device="cpu")
+        load_weights(model, self.model_folder)
+        self.model = model.to(self.device, self.dtype).eval()
+        self.model.model.rotary.build(self.device)
+        self.load_seconds = time.perf_counter() - t0
+
+        self.max_total_tokens = self._kv_pool_tokens()
+        self.req_to_token_pool = ReqToTokenPool(args.max_running_requests, self.context_len + 1, self.device)
+        self.kv_pool = KVPool(self.max_total_tokens, cfg.num_layers, cfg.num_kv_heads, cfg.head_dim,
+                              self.dtype, self.device)
+        self.backend = create_backend(args.attention_backend)
+        for layer in self.model.attention_layers():
+            layer.backend = self.backend
+        logger.info("model loaded in %.2fs from %s; KV pool %d tokens on %s (%s)",
+                    self.load_seconds, self.model_folder, self.max_total_tokens, self.device, self.dtype)
+
+    def _kv_pool_tokens(self) -> int:
+        cfg = self.config
+        per_token = KVPool.bytes_per_token(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, self.dtype)
+        if self.args.max_total_tokens is not None:
+            return self.args.max_total_tokens
+        if self.device.type == "cuda":
+            free, total = torch.cuda.mem_get_info(self.device)
+            budget = free - total * (1 - (self.args.mem_fraction_static or 0.85))
+        else:
+            # The CPU is shared with everything else on the machine: take a modest share.
+            budget = psutil.virtual_memory().available * (self.args.mem_fraction_static or 0.05)
+        tokens = int(budget // per_token)
+        if tokens < self.context_len:
+            raise ValueError(
+                f"mem_fraction_static: leaves room for only {tokens} KV tokens, less than the context "
+                f"length {self.context_len}; raise it or set max_total_tokens"
+            )
+        return tokens
+
+    @torch.inference_mode()
+    def forward(self, batch: ForwardBatch, logit_rows: torch.Tensor) -> torch.Tensor:
+        """Runs the model; returns float32 logits `[len(logit_rows), vocab]` for the chosen token rows."""
+        self.backend.init_forward_metadata(batch)
+        hidden = self.model(batch)
+        return self.model.compute_logits(hidden[logit_rows])

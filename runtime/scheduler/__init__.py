@@ -1,0 +1,1 @@
+"""Continuous batching: requests, the waiting queue's policy, prefix caches and the loop."""

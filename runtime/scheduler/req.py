@@ -1,0 +1,118 @@
+"""A request as the scheduler sees it, and the outputs it emits per step."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from runtime.detokenizer import IncrementalDecoder, find_stop
+from runtime.sampling.sampling_params import SamplingParams
+
+
+@dataclass
+class FinishReason:
+    type: str  # "stop" | "length" | "abort"
+    matched: int | str | None = None
+    length: int | None = None
+    message: str | None = None
+
+    def to_dict(self) -> dict:
+        d: dict = {"type": self.type}
+        if self.type == "stop":
+            d["matched"] = self.matched
+        elif self.type == "length":
+            d["length"] = self.length
+        elif self.message:
+            d["message"] = self.message
+        return d
+
+
+@dataclass
+class GenerateInput:
+    """What a caller submits: tokens already made, parameters already validated."""
+
+    rid: str
+    input_ids: list[int]
+    params: SamplingParams
+    return_logprob: bool = False
+    logprob_start_len: int = -1  # -1: no input logprobs
+    top_logprobs_num: int = 0
+
+
+@dataclass
+class ReqOutput:
+    """One step's news about one request."""
+
+    rid: str
+    new_token_ids: list[int]
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    finish_reason: FinishReason | None = None
+    input_token_logprobs: list | None = None  # [(logprob | None, token_id)], sent once
+    input_top_logprobs: list | None = None
+    output_token_logprobs: list | None = None  # for new_token_ids
+    output_top_logprobs: list | None = None
+
+
+class Req:
+    def __init__(self, inp: GenerateInput, tokenizer, eos_ids: set[int]) -> None:
+        self.rid = inp.rid
+        self.input_ids = inp.input_ids
+        self.params = inp.params
+        self.return_logprob = inp.return_logprob
+        self.top_logprobs_num = inp.top_logprobs_num if inp.return_logprob else 0
+        start = inp.logprob_start_len
+        self.logprob_start_len = len(self.input_ids) if (start < 0 or not inp.return_logprob) else start
+        self.output_ids: list[int] = []
+        self.req_pool_idx: int | None = None
+        self.kv_len = 0  # tokens whose KV is written
+        self.cache_owned_len = 0  # leading KV slots owned by the prefix cache, not by this request
+        self.cached_tokens = 0  # prompt tokens reused from the cache
+        self.finished: FinishReason | None = None
+        self.arrival = time.perf_counter()
+        self.end_ids = (set() if self.params.ignore_eos else set(eos_ids)) | set(self.params.stop_token_ids)
+        self.generator = None
+        if self.params.seed is not None:
+            self.generator = torch.Generator().manual_seed(self.params.seed)
+        self.stop_decoder = None
+        if self.params.stop:
+            p = self.params
+            self.stop_decoder = IncrementalDecoder(tokenizer, p.skip_special_tokens,
+                                                   p.spaces_between_special_tokens)
+        # logprobs gathered during prefill, sent with the first output
+        self.input_token_logprobs: list = []
+        self.input_top_logprobs: list = []
+        self.sent_input_logprobs = False
+
+    @property
+    def fill_ids(self) -> list[int]:
+        return self.input_ids + self.output_ids
+
+    @property
+    def prefill_done(self) -> bool:
+        return self.kv_len >= len(self.input_ids)
+
+    def banned_ids(self) -> list[int]:
+        if len(self.output_ids) < self.params.min_new_tokens:
+            return sorted(self.end_ids)
+        return []
+
+    def append_token(self, token_id: int) -> None:
+        """Records a sampled token and decides whether the request is done."""
+        self.output_ids.append(token_id)
+        p = self.params
+        if token_id in self.end_ids:  # the sampler bans these before min_new_tokens
+            self.finished = FinishReason("stop", matched=token_id)
+            return
+        if self.stop_decoder is not None:
+            start = max(0, len(self.stop_decoder.text) - max(len(s) for s in p.stop))
+            self.stop_decoder.push([token_id])
+            hit = find_stop(self.stop_decoder.text, p.stop, start)
+            if hit is not None and len(self.output_ids) >= p.min_new_tokens:
+                self.finished = FinishReason("stop", matched=hit[1])
+                return
+        if len(self.output_ids) >= p.max_new_tokens:
+            self.finished = FinishReason("length", length=p.max_new_tokens)

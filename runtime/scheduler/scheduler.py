@@ -1,0 +1,290 @@
+"""The continuous-batching loop: admit waiting requests into prefill, decode the running ones.
+
+Each `step()` runs one forward: a prefill (extend) batch when requests wait and fit, otherwise
+one decode step of every running request. Finished requests leave and new ones join between steps.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from runtime.forward_batch import ForwardBatch, ForwardMode
+from runtime.model_runner import ModelRunner
+from runtime.sampling.sampler import Sampler, SampleRow
+from runtime.scheduler.prefix_cache import NoPrefixCache, PrefixCache
+from runtime.scheduler.req import FinishReason, GenerateInput, Req, ReqOutput
+
+logger = logging.getLogger(__name__)
+
+
+class Scheduler:
+    def __init__(self, runner: ModelRunner, tokenizer, eos_ids: set[int]) -> None:
+        self.runner = runner
+        self.args = runner.args
+        self.tokenizer = tokenizer
+        self.eos_ids = eos_ids
+        self.req_to_token_pool = runner.req_to_token_pool
+        self.kv_pool = runner.kv_pool
+        self.cache: PrefixCache = NoPrefixCache(self.req_to_token_pool, self.kv_pool)
+        self.sampler = Sampler(runner.config.vocab_size)
+        self.waiting: list[Req] = []
+        self.running: list[Req] = []  # prompt done, decoding
+        self.chunked: Req | None = None  # prompt partly prefilled
+        self.stats = {"prefill_tokens": 0, "decode_tokens": 0, "steps": 0}
+        torch.manual_seed(self.args.random_seed)
+
+    # ---- requests in and out ----
+
+    def add_request(self, inp: GenerateInput) -> None:
+        need = len(inp.input_ids) + inp.params.max_new_tokens
+        if need > self.kv_pool.size:
+            raise ValueError(
+                f"sampling_params.max_new_tokens: prompt + max_new_tokens ({need} tokens) exceeds "
+                f"the KV pool ({self.kv_pool.size} tokens, see max_total_tokens)"
+            )
+        self.waiting.append(Req(inp, self.tokenizer, self.eos_ids))
+
+    def abort_request(self, rid: str) -> list[ReqOutput]:
+        """Drops the request wherever it is and releases what it holds."""
+        for req in self.waiting:
+            if req.rid == rid:
+                self.waiting.remove(req)
+                req.finished = FinishReason("abort")
+                return [self._output(req, [])]
+        for req in [*self.running, *([self.chunked] if self.chunked else [])]:
+            if req.rid == rid:
+                req.finished = FinishReason("abort")
+                self._release(req)
+                return [self._output(req, [])]
+        return []
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running or self.chunked)
+
+    def active_reqs(self) -> list[Req]:
+        return [*self.running, *([self.chunked] if self.chunked else [])]
+
+    # ---- one iteration ----
+
+    def step(self) -> list[ReqOutput]:
+        self.stats["steps"] += 1
+        batch = self._admit_prefill()
+        if batch:
+            run, mode = self._run_extend, "prefill"
+        elif self.running:
+            batch, run, mode = list(self.running), self._run_decode, "decode"
+        else:
+            return []
+        try:
+            outputs = run(batch)
+        except Exception as e:  # a failed forward must not take the other requests down
+            logger.exception("%s step failed; aborting its %d request(s)", mode, len(batch))
+            outputs = []
+            for req in batch:
+                if req in self.waiting:
+                    self.waiting.remove(req)
+                req.finished = FinishReason("abort", message=f"{type(e).__name__}: {e}")
+                self._release(req)
+                outputs.append(self._output(req, []))
+        if self.args.debug_check_memory:
+            self.check_memory()
+        return outputs
+
+    def _future_need(self, req: Req) -> int:
+        """KV slots the request may still take: the rest of its prompt and every token it may generate."""
+        return max(0, len(req.input_ids) + req.params.max_new_tokens - req.kv_len)
+
+    def _admit_prefill(self) -> list[Req]:
+        """Picks requests for one extend batch under the token, request and memory budgets."""
+        budget = self.args.max_prefill_tokens
+        chunk = self.args.chunked_prefill_size if self.args.chunked_prefill_size > 0 else 1 << 60
+        batch: list[Req] = []
+        if self.chunked is not None:
+            req, self.chunked = self.chunked, None
+            req.extend_len = min(len(req.input_ids) - req.kv_len, budget, chunk)
+            budget -= req.extend_len
+            batch.append(req)
+            if req.kv_len + req.extend_len < len(req.input_ids):
+                self.chunked = req
+                return batch
+        room = self.kv_pool.available_size() + self.cache.evictable_size()
+        room -= sum(self._future_need(r) for r in self.active_reqs() + batch)
+        free_req_slots = self.req_to_token_pool.available_size()
+        running = len(self.running) + len(batch)
+        while self.waiting and budget > 0:
+            req = self.waiting[0]  # fcfs
+            need = self._future_need(req)
+            if running >= self.args.max_running_requests or free_req_slots == 0 or need > room:
+                break
+            self.waiting.pop(0)
+            room -= need
+            free_req_slots -= 1
+            running += 1
+            req.extend_len = min(len(req.input_ids) - req.kv_len, budget, chunk)
+            budget -= req.extend_len
+            batch.append(req)
+            if req.kv_len + req.extend_len < len(req.input_ids):
+                self.chunked = req  # the rest follows in later steps
+                break
+        return batch
+
+    def _run_extend(self, batch: list[Req]) -> list[ReqOutput]:
+        table = self.req_to_token_pool.req_to_token
+        ids, positions, locs, prefix_lens, ext_lens, seq_lens, pool_idx = [], [], [], [], [], [], []
+        logit_rows: list[int] = []
+        plans = []  # per request: (first logprob row, logprob positions, sample row or None)
+        row = 0
+        for req in batch:
+            if req.req_pool_idx is None:
+                req.req_pool_idx = self.req_to_token_pool.alloc()
+            start, ext = req.kv_len, req.extend_len
+            slots = self.kv_pool.alloc(ext)
+            assert slots is not None, "admission reserved these slots"
+            table[req.req_pool_idx, start : start + ext] = slots.to(table.device)
+            ids.extend(req.input_ids[start : start + ext])
+            positions.extend(range(start, start + ext))
+            locs.append(slots)
+            prefix_lens.append(start)
+            ext_lens.append(ext)
+            seq_lens.append(start + ext)
+            pool_idx.append(req.req_pool_idx)
+            # Input logprob of token j comes from the logits at position j - 1.
+            lp_lo = max(req.logprob_start_len, 1) - 1
+            lp_pos = range(max(lp_lo, start), min(len(req.input_ids) - 1, start + ext))
+            lp_first = len(logit_rows)
+            logit_rows.extend(row + p - start for p in lp_pos)
+            done = start + ext == len(req.input_ids)
+            sample_row = None
+            if done and req.params.max_new_tokens > 0:
+                sample_row = len(logit_rows)
+                logit_rows.append(row + ext - 1)
+            plans.append((lp_first, lp_pos, sample_row))
+            row += ext
+        fb = self._forward_batch(ForwardMode.EXTEND, ids, positions, torch.cat(locs), pool_idx, seq_lens)
+        fb.prefix_lens_cpu, fb.extend_lens_cpu = prefix_lens, ext_lens
+        logits = self.runner.forward(fb, torch.tensor(logit_rows, dtype=torch.int64, device=self.runner.device))
+        self.stats["prefill_tokens"] += len(ids)
+
+        sampling: list[tuple[Req, int]] = []
+        outputs = []
+        for req, (lp_first, lp_pos, sample_row) in zip(batch, plans):
+            req.kv_len += req.extend_len
+            if len(lp_pos):
+                self._record_input_logprobs(req, logits[lp_first : lp_first + len(lp_pos)], lp_pos)
+            if not req.prefill_done:
+                continue
+            if sample_row is None:  # max_new_tokens == 0: prefill only
+                req.finished = FinishReason("length", length=0)
+                self._release(req)
+                outputs.append(self._output(req, []))
+            else:
+                sampling.append((req, sample_row))
+                self.running.append(req)
+        if sampling:
+            rows = torch.tensor([r for _, r in sampling], dtype=torch.int64, device=logits.device)
+            outputs += self._sample_and_advance([q for q, _ in sampling], logits[rows])
+        return outputs
+
+    def _run_decode(self, batch: list[Req]) -> list[ReqOutput]:
+        table = self.req_to_token_pool.req_to_token
+        slots = self.kv_pool.alloc(len(batch))
+        assert slots is not None, "admission reserved every decode slot"
+        pool_idx = [r.req_pool_idx for r in batch]
+        kv_lens = [r.kv_len for r in batch]
+        dev = self.runner.device
+        table[torch.tensor(pool_idx, device=dev), torch.tensor(kv_lens, device=dev)] = slots.to(dev)
+        ids = [r.output_ids[-1] for r in batch]
+        fb = self._forward_batch(ForwardMode.DECODE, ids, kv_lens, slots, pool_idx, [n + 1 for n in kv_lens])
+        logits = self.runner.forward(fb, torch.arange(len(batch), device=dev))
+        for r in batch:
+            r.kv_len += 1
+        self.stats["decode_tokens"] += len(batch)
+        return self._sample_and_advance(batch, logits)
+
+    def _forward_batch(self, mode, ids, positions, locs, pool_idx, seq_lens) -> ForwardBatch:
+        dev = self.runner.device
+        return ForwardBatch(
+            mode=mode,
+            input_ids=torch.tensor(ids, dtype=torch.int64, device=dev),
+            positions=torch.tensor(positions, dtype=torch.int64, device=dev),
+            out_cache_loc=locs.to(dev),
+            req_pool_indices=torch.tensor(pool_idx, dtype=torch.int64, device=dev),
+            seq_lens=torch.tensor(seq_lens, dtype=torch.int64, device=dev),
+            req_to_token_pool=self.req_to_token_pool,
+            kv_pool=self.kv_pool,
+            seq_lens_cpu=seq_lens,
+        )
+
+    def _sample_and_advance(self, reqs: list[Req], logits: torch.Tensor) -> list[ReqOutput]:
+        rows = [SampleRow(r.params, r.input_ids, r.output_ids, r.generator, r.banned_ids()) for r in reqs]
+        want = any(r.return_logprob for r in reqs)
+        res = self.sampler.sample(logits, rows, [r.top_logprobs_num for r in reqs], want)
+        outputs = []
+        for i, (req, tok) in enumerate(zip(reqs, res.token_ids)):
+            req.append_token(tok)
+            out = self._output(req, [tok])
+            if req.return_logprob:
+                out.output_token_logprobs = [(res.logprobs[i], tok)]
+                if req.top_logprobs_num:
+                    out.output_top_logprobs = [res.top_logprobs[i]]
+            outputs.append(out)
+            if req.finished:
+                self._release(req)
+        return outputs
+
+    def _record_input_logprobs(self, req: Req, logits: torch.Tensor, positions: range) -> None:
+        logprobs = torch.log_softmax(logits, dim=-1)
+        targets = torch.tensor([req.input_ids[p + 1] for p in positions], device=logits.device)
+        chosen = logprobs.gather(1, targets[:, None]).squeeze(1).tolist()
+        req.input_token_logprobs += list(zip(chosen, targets.tolist()))
+        if req.top_logprobs_num:
+            vals, idx = logprobs.topk(req.top_logprobs_num, dim=-1)
+            req.input_top_logprobs += [list(zip(v, i)) for v, i in zip(vals.tolist(), idx.tolist())]
+
+    def _release(self, req: Req) -> None:
+        """Returns a request's KV and request slot; it leaves the running set."""
+        if req in self.running:
+            self.running.remove(req)
+        if self.chunked is req:
+            self.chunked = None
+        if req.req_pool_idx is not None:
+            self.cache.cache_finished_req(req)
+            self.req_to_token_pool.free(req.req_pool_idx)
+            req.req_pool_idx = None
+            req.kv_len = 0
+
+    def _output(self, req: Req, new_ids: list[int]) -> ReqOutput:
+        out = ReqOutput(
+            rid=req.rid,
+            new_token_ids=new_ids,
+            prompt_tokens=len(req.input_ids),
+            completion_tokens=len(req.output_ids),
+            cached_tokens=req.cached_tokens,
+            finish_reason=req.finished,
+        )
+        if req.return_logprob and not req.sent_input_logprobs and (req.prefill_done or req.finished):
+            first = [(None, req.input_ids[0])] if req.logprob_start_len == 0 else []
+            out.input_token_logprobs = first + req.input_token_logprobs
+            if req.top_logprobs_num:
+                out.input_top_logprobs = ([None] if first else []) + req.input_top_logprobs
+            req.sent_input_logprobs = True
+        return out
+
+    # ---- accounting ----
+
+    def check_memory(self) -> None:
+        """Every KV slot is free, held by the cache, or held by an active request."""
+        active = self.active_reqs()
+        held = sum(r.kv_len - r.cache_owned_len for r in active)
+        free = self.kv_pool.available_size()
+        total = free + self.cache.total_size() + held
+        assert total == self.kv_pool.size, (
+            f"KV accounting broken: free {free} + cache {self.cache.total_size()} + running {held} "
+            f"!= {self.kv_pool.size}"
+        )
+        assert len(set(self.kv_pool.free_slot_set())) == free, "a KV slot is on the free list twice"
+        assert self.req_to_token_pool.available_size() + len(active) == self.req_to_token_pool.size, (
+            "request-slot accounting broken"
+        )

@@ -1,0 +1,98 @@
+"""All settings of a runtime in one dataclass, passed down instead of threading flags."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+
+SCHEDULE_POLICIES = ("fcfs",)
+ATTENTION_BACKENDS = ("torch_native",)
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass
+class ServerArgs:
+    model_path: str | None = None  # None: the embedded default model
+    tokenizer_path: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    context_length: int | None = None
+    max_total_tokens: int | None = None
+    mem_fraction_static: float | None = None
+    max_running_requests: int = 64
+    max_prefill_tokens: int = 8192
+    chunked_prefill_size: int = 2048
+    schedule_policy: str = "fcfs"
+    attention_backend: str = "torch_native"
+    random_seed: int = 0
+    cache_dir: str | None = None
+    log_level: str = "info"
+    debug_check_memory: bool = False  # assert the KV accounting after every step
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        def need(ok: bool, name: str, msg: str) -> None:
+            if not ok:
+                raise ValueError(f"{name}: {msg}")
+
+        need(self.dtype in DTYPES, "dtype", f"must be one of {DTYPES}, got {self.dtype!r}")
+        need(
+            self.attention_backend in ATTENTION_BACKENDS,
+            "attention_backend",
+            f"must be one of {ATTENTION_BACKENDS}, got {self.attention_backend!r}",
+        )
+        need(
+            self.schedule_policy in SCHEDULE_POLICIES,
+            "schedule_policy",
+            f"must be one of {SCHEDULE_POLICIES}, got {self.schedule_policy!r}",
+        )
+        need(self.max_running_requests >= 1, "max_running_requests", "must be >= 1")
+        need(self.max_prefill_tokens >= 16, "max_prefill_tokens", "must be >= 16")
+        need(
+            self.chunked_prefill_size == -1 or self.chunked_prefill_size >= 16,
+            "chunked_prefill_size",
+            "must be >= 16, or -1 to disable chunking",
+        )
+        if self.max_total_tokens is not None:
+            need(self.max_total_tokens >= 16, "max_total_tokens", "must be >= 16")
+        if self.mem_fraction_static is not None:
+            need(0 < self.mem_fraction_static < 1, "mem_fraction_static", "must be in (0, 1)")
+        if self.context_length is not None:
+            need(self.context_length >= 16, "context_length", "must be >= 16")
+
+    @classmethod
+    def from_kwargs(cls, **kwargs) -> ServerArgs:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(kwargs) - names)
+        if unknown:
+            raise TypeError(f"unknown server argument(s): {', '.join(unknown)}")
+        return cls(**kwargs)
+
+    @staticmethod
+    def add_cli_args(parser: argparse.ArgumentParser) -> None:
+        d = ServerArgs.__dataclass_fields__
+        a = parser.add_argument
+        a("--model-path", default=None, help="GGUF file or Hugging Face folder (default: SmolLM2-135M-Instruct, embedded)")
+        a("--tokenizer-path", default=None, help="tokenizer folder, when it is not beside the model")
+        a("--device", default=d["device"].default, help="cpu, cuda, or auto")
+        a("--dtype", default="auto", choices=DTYPES, help="weights and activations (auto: float32 on the CPU, bfloat16 on CUDA)")
+        a("--context-length", type=int, default=None, help="longest prompt + output (default: the model's)")
+        a("--max-total-tokens", type=int, default=None, help="KV pool size in tokens (overrides --mem-fraction-static)")
+        a("--mem-fraction-static", type=float, default=None, help="share of device memory for weights and KV pool")
+        a("--max-running-requests", type=int, default=d["max_running_requests"].default, help="requests decoding at once")
+        a("--max-prefill-tokens", type=int, default=d["max_prefill_tokens"].default, help="token budget of one prefill batch")
+        a("--chunked-prefill-size", type=int, default=d["chunked_prefill_size"].default, help="longest prefill chunk of one request (-1: no chunking)")
+        a("--schedule-policy", default="fcfs", choices=SCHEDULE_POLICIES, help="order of the waiting queue")
+        a("--attention-backend", default="torch_native", choices=ATTENTION_BACKENDS, help="attention kernels")
+        a("--random-seed", type=int, default=0, help="seed for requests that give none")
+        a("--cache-dir", default=None, help="where converted weights and tokenizers are cached")
+        a("--log-level", default="info", help="logging level")
+
+    @classmethod
+    def from_cli_args(cls, args: argparse.Namespace) -> ServerArgs:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in vars(args).items() if k in names})
