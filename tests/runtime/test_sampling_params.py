@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import pytest
+
+from runtime.sampling.sampling_params import SamplingParams
+
+
+def test_defaults_and_normalisation():
+    sp = SamplingParams.from_dict({"stop": "x", "stop_token_ids": 5, "sampling_seed": 3})
+    assert sp.stop == ["x"] and sp.stop_token_ids == [5] and sp.seed == 3
+    assert SamplingParams.from_dict(None).max_new_tokens == 128
+    assert SamplingParams.from_dict({"temperature": 0}).is_greedy
+
+
+@pytest.mark.parametrize("params, field", [
+    ({"min_new_tokens": 5, "max_new_tokens": 2}, "min_new_tokens"),
+    ({"frequency_penalty": 3}, "frequency_penalty"),
+    ({"presence_penalty": -3}, "presence_penalty"),
+    ({"ignore_eos": "yes"}, "ignore_eos"),
+    ({"seed": 1.5}, "seed"),
+    ({"stop_token_ids": [-1]}, "stop_token_ids"),
+    ({"max_new_tokens": 1.0}, "max_new_tokens"),
+    ({"regex": "a+"}, "regex"),
+])
+def test_errors_name_the_field(params, field):
+    with pytest.raises(ValueError, match=rf"sampling_params\.{field}"):
+        SamplingParams.from_dict(params)
+
+
+def test_length_checks():
+    sp = SamplingParams.from_dict({"max_new_tokens": 10, "stop_token_ids": [3]})
+    sp.check_lengths(prompt_len=6, context_len=16, vocab_size=10)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        sp.check_lengths(prompt_len=7, context_len=16, vocab_size=10)
+    with pytest.raises(ValueError, match="stop_token_ids"):
+        sp.check_lengths(prompt_len=1, context_len=16, vocab_size=3)
