@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -252,7 +253,7 @@ class Engine:
     def get_server_info(self) -> dict:
         sched = self.scheduler
         return {
-            **{k: v for k, v in self.server_args.__dict__.items() if k != "extra"},
+            **dataclasses.asdict(self.server_args),
             "max_total_tokens": self.runner.max_total_tokens,
             "context_length": self.context_len,
             "model_folder": self.runner.model_folder,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 SCHEDULE_POLICIES = ("fcfs",)
 ATTENTION_BACKENDS = ("torch_native",)
@@ -29,7 +29,6 @@ class ServerArgs:
     cache_dir: str | None = None
     log_level: str = "info"
     debug_check_memory: bool = False  # assert the KV accounting after every step
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()
