@@ -1,25 +1,28 @@
-"""In-process runtime: the scheduler runs in a background thread; `generate` talks to it by queue."""
+"""In-process runtime: `generate` here, the scheduler in a child process, ZMQ between them."""
 
 from __future__ import annotations
 
-import dataclasses
+import atexit
+import itertools
 import logging
 import queue
+import shutil
+import subprocess
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
 
-from runtime.model_loader.loader import load_tokenizer
-from runtime.model_runner import ModelRunner
+import zmq
+
+from runtime.model_loader.loader import load_tokenizer, prepare_model_folder
 from runtime.response import ResponseBuilder
 from runtime.sampling.sampling_params import SamplingParams
-from runtime.scheduler.req import GenerateInput, ReqOutput
-from runtime.scheduler.scheduler import Scheduler
+from runtime.scheduler.process import spawn_scheduler_process
+from runtime.scheduler.req import GenerateInput
 from runtime.server_args import ServerArgs
 
 logger = logging.getLogger(__name__)
-
-_STOP = object()
 
 
 class Engine:
@@ -29,65 +32,87 @@ class Engine:
         self.server_args = ServerArgs.from_kwargs(model_path=model_path, **kwargs)
         logging.basicConfig(level=self.server_args.log_level.upper(),
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        self.runner = ModelRunner(self.server_args)
-        self.tokenizer = load_tokenizer(self.runner.model_folder, self.server_args.tokenizer_path)
-        eos = set(self.runner.config.eos_token_ids)
-        if self.tokenizer.eos_token_id is not None:
-            eos.add(self.tokenizer.eos_token_id)
-        self.scheduler = Scheduler(self.runner, self.tokenizer, eos)
-        self.context_len = self.runner.context_len
-        self._inbox: queue.Queue = queue.Queue()
+        self._closed = True
+        self._closing = False
+        self._send_lock = threading.Lock()
         self._routes: dict[str, queue.Queue] = {}
-        self._lock = threading.Lock()
+        self._routes_lock = threading.Lock()
+        self._tickets = itertools.count()
+        self._dead: str | None = None
+        self._receiver: threading.Thread | None = None
+        # Convert once here, so the child only loads a folder.
+        folder = prepare_model_folder(self.server_args.model_path, self.server_args.cache_dir)
+        child_args = ServerArgs.from_kwargs(**{**self.server_args.__dict__, "model_path": folder})
+        self._tmp = tempfile.mkdtemp(prefix="radixserve-")
+        self._zmq = zmq.Context()
+        self._send = self._zmq.socket(zmq.PUSH)
+        self._recv = self._zmq.socket(zmq.PULL)
+        in_addr, out_addr = f"ipc://{self._tmp}/in", f"ipc://{self._tmp}/out"
+        self._send.bind(in_addr)
+        self._recv.bind(out_addr)
+        self._proc = spawn_scheduler_process(child_args, in_addr, out_addr)
         self._closed = False
-        self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
-        self._thread.start()
+        atexit.register(self.shutdown)
+        try:
+            self.tokenizer = load_tokenizer(folder, self.server_args.tokenizer_path)
+            self.info = self._wait_ready()
+        except BaseException:
+            self.shutdown()
+            raise
+        self.context_len = self.info["context_length"]
+        self.vocab_size = self.info["vocab_size"]
+        self._receiver = threading.Thread(target=self._receive_loop, name="engine-receiver", daemon=True)
+        self._receiver.start()
 
-    # ---- scheduler thread ----
+    def _wait_ready(self) -> dict:
+        while not self._recv.poll(500):
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"scheduler process exited with code {self._proc.returncode} while loading")
+        msg = self._recv.recv_pyobj()
+        if msg[0] != "ready":
+            raise RuntimeError(f"scheduler process failed to start: {msg[1]}")
+        return msg[1]
 
-    def _loop(self) -> None:
-        sched = self.scheduler
-        while True:
+    # ---- receiving ----
+
+    def _receive_loop(self) -> None:
+        while not self._closed:
             try:
-                msg = self._inbox.get(block=not sched.has_work())
-            except queue.Empty:
-                msg = None
-            while msg is not None:
-                if msg is _STOP:
-                    self._abort_everything()
-                    return
-                self._handle(msg)
-                try:
-                    msg = self._inbox.get_nowait()
-                except queue.Empty:
-                    msg = None
-            if sched.has_work():
-                self._dispatch(sched.step())
+                if not self._recv.poll(500):
+                    if self._proc.poll() is not None:
+                        if not self._closing:
+                            self._fail_all(f"scheduler process died (exit code {self._proc.returncode})")
+                        return
+                    continue
+                msg = self._recv.recv_pyobj()
+            except zmq.ZMQError:
+                return
+            kind = msg[0]
+            if kind == "out":
+                for out in msg[1]:
+                    self._route(out.rid, out)
+            elif kind in ("error", "info"):
+                self._route(msg[1], msg[2])
 
-    def _handle(self, msg) -> None:
-        kind, payload = msg
-        if kind == "add":
-            try:
-                self.scheduler.add_request(payload)
-            except Exception as e:
-                self._route(payload.rid, e)
-        elif kind == "abort":
-            self._dispatch(self.scheduler.abort_request(payload))
-
-    def _abort_everything(self) -> None:
-        sched = self.scheduler
-        for req in [*sched.waiting, *sched.active_reqs()]:
-            self._dispatch(sched.abort_request(req.rid))
+    def _fail_all(self, why: str) -> None:
+        logger.error("%s; failing its %d open request(s)", why, len(self._routes))
+        self._dead = why
+        with self._routes_lock:
+            routes, self._routes = self._routes, {}
+        for rid, q in routes.items():
+            q.put((rid, RuntimeError(why)))
 
     def _route(self, rid: str, item) -> None:
-        with self._lock:
+        with self._routes_lock:
             q = self._routes.get(rid)
         if q is not None:
             q.put((rid, item))
 
-    def _dispatch(self, outputs: list[ReqOutput]) -> None:
-        for out in outputs:
-            self._route(out.rid, out)
+    def _post(self, msg) -> None:
+        if self._closed or self._dead:
+            raise RuntimeError(self._dead or "the engine is shut down")
+        with self._send_lock:
+            self._send.send_pyobj(msg)
 
     # ---- public API ----
 
@@ -115,7 +140,7 @@ class Engine:
             raise ValueError(f"top_logprobs_num: must be an integer >= 0, got {top_logprobs_num!r}")
         inputs = []
         for ids, params, r in zip(prompts, params_list, rids):
-            params.check_lengths(len(ids), self.context_len, self.runner.config.vocab_size)
+            params.check_lengths(len(ids), self.context_len, self.vocab_size)
             start = -1 if logprob_start_len is None else logprob_start_len
             if not isinstance(start, int) or start >= max(len(ids), 1) or start < -1:
                 raise ValueError(f"logprob_start_len: must be in [-1, {len(ids) - 1}], got {start!r}")
@@ -148,17 +173,15 @@ class Engine:
         return ordered
 
     def _submit(self, inputs: list[GenerateInput]) -> queue.Queue:
-        if self._closed:
-            raise RuntimeError("the engine is shut down")
         q: queue.Queue = queue.Queue()
-        with self._lock:
+        with self._routes_lock:
             for inp in inputs:
                 if inp.rid in self._routes:
                     raise ValueError(f"rid: {inp.rid!r} is already running")
             for inp in inputs:
                 self._routes[inp.rid] = q
         for inp in inputs:
-            self._inbox.put(("add", inp))
+            self._post(("add", inp))
         return q
 
     def _next(self, q: queue.Queue, builders: dict[str, ResponseBuilder]) -> ResponseBuilder:
@@ -172,12 +195,12 @@ class Engine:
         b = builders[rid]
         b.add(item)
         if b.finished:
-            with self._lock:
+            with self._routes_lock:
                 self._routes.pop(rid, None)
         return b
 
     def _unroute(self, builders) -> None:
-        with self._lock:
+        with self._routes_lock:
             for rid in builders:
                 self._routes.pop(rid, None)
 
@@ -209,7 +232,8 @@ class Engine:
 
     def abort_request(self, rid: str) -> None:
         """Stops a request wherever it is; its caller gets finish_reason `abort`."""
-        self._inbox.put(("abort", rid))
+        if not (self._closed or self._dead):
+            self._post(("abort", rid))
 
     def _prompt_ids(self, prompt, input_ids) -> tuple[bool, list[list[int]]]:
         if (prompt is None) == (input_ids is None):
@@ -220,7 +244,7 @@ class Engine:
             if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
                 return True, [self.tokenizer.encode(p) for p in prompt]
             raise ValueError("prompt: must be a string or a non-empty list of strings")
-        vocab = self.runner.config.vocab_size
+        vocab = self.vocab_size
 
         def check(ids) -> list[int]:
             if not ids or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < vocab for t in ids):
@@ -251,25 +275,45 @@ class Engine:
         return rids
 
     def get_server_info(self) -> dict:
-        sched = self.scheduler
-        return {
-            **dataclasses.asdict(self.server_args),
-            "max_total_tokens": self.runner.max_total_tokens,
-            "context_length": self.context_len,
-            "model_folder": self.runner.model_folder,
-            "load_seconds": self.runner.load_seconds,
-            "num_waiting_reqs": len(sched.waiting),
-            "num_running_reqs": len(sched.active_reqs()),
-            "kv_free_tokens": self.runner.kv_pool.available_size(),
-            **sched.stats,
-        }
+        """Settings, pool sizes and counters, read from the scheduler process."""
+        ticket = f"info-{next(self._tickets)}"
+        q: queue.Queue = queue.Queue()
+        with self._routes_lock:
+            self._routes[ticket] = q
+        try:
+            self._post(("info", ticket))
+            _, info = q.get(timeout=60)
+        finally:
+            with self._routes_lock:
+                self._routes.pop(ticket, None)
+        if isinstance(info, Exception):
+            raise info
+        return info
 
     def shutdown(self) -> None:
+        """Stops the scheduler process (aborting what runs) and removes the socket folder."""
         if self._closed:
             return
+        self._closing = True
+        try:
+            with self._send_lock:
+                self._send.send_pyobj(("shutdown",), flags=zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # the child is not listening; it is terminated below
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
         self._closed = True
-        self._inbox.put(_STOP)
-        self._thread.join(timeout=30)
+        if self._receiver is not None:
+            self._receiver.join(timeout=2)
+        if self._routes:
+            self._fail_all("the engine was shut down")
+        self._send.close(linger=0)
+        self._recv.close(linger=0)
+        self._zmq.term()
+        shutil.rmtree(self._tmp, ignore_errors=True)
 
     def __enter__(self) -> Engine:
         return self
@@ -277,10 +321,5 @@ class Engine:
     def __exit__(self, *exc) -> None:
         self.shutdown()
 
-    def __del__(self) -> None:
-        try:
-            self.shutdown()
-        except Exception:
-            pass
 
 

@@ -140,10 +140,11 @@ def test_abort_by_id(engine):
 
 def _pool_is_whole(engine) -> bool:
     for _ in range(100):
-        if not engine.scheduler.has_work():
+        info = engine.get_server_info()
+        if info["num_waiting_reqs"] == info["num_running_reqs"] == 0:
             break
         time.sleep(0.05)
-    return engine.runner.kv_pool.available_size() == engine.runner.max_total_tokens
+    return info["kv_free_tokens"] == info["max_total_tokens"]
 
 
 @pytest.mark.parametrize(
@@ -194,3 +195,22 @@ def test_server_info(engine):
     info = engine.get_server_info()
     assert info["max_total_tokens"] == 8192
     assert info["context_length"] == 8192
+
+
+def test_shutdown_leaves_nothing_and_a_dead_scheduler_fails_fast():
+    import os
+
+    from runtime import Engine
+
+    eng = Engine(max_total_tokens=1024, log_level="error")
+    proc, folder = eng._proc, eng._tmp
+    assert eng.generate("Hi", {"max_new_tokens": 2})["meta_info"]["completion_tokens"] == 2
+    proc.kill()
+    with pytest.raises(RuntimeError, match="scheduler process died"):
+        eng.generate("Hi", {"max_new_tokens": 50})
+    eng.shutdown()
+    assert not os.path.exists(folder)
+
+    with Engine(max_total_tokens=1024, log_level="error") as eng:
+        proc, folder = eng._proc, eng._tmp
+    assert proc.poll() is not None and not os.path.exists(folder)

@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from runtime.model_loader import default_model_path
+from runtime.model_runner import ModelRunner
+from runtime.server_args import ServerArgs
 from tests.conftest import prefill_logits
 
 NEW_TOKENS = 32
@@ -43,7 +45,7 @@ def test_greedy_matches_transformers(engine, hf_model, prompt_ids):
 
 
 def test_prefill_logits_match_transformers(engine, hf_model, prompt_ids):
-    runner = engine.runner.__class__(engine.server_args)  # private pools, not the live scheduler's
+    runner = ModelRunner(ServerArgs(max_total_tokens=1024, max_running_requests=2))
     for ids in prompt_ids:
         ours = prefill_logits(runner, ids)
         with torch.inference_mode():

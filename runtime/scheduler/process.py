@@ -1,0 +1,114 @@
+"""The scheduler's own process: owns the model and KV pools, talks to its client over ZMQ.
+
+Running the scheduler as the main thread of its own process keeps torch's intra-op thread pool
+to itself (in a side thread of a busy process, decode ran at half speed on a 2-core machine), and
+it is the shape the HTTP server uses too. Messages are pickled tuples:
+  in:  ("add", GenerateInput) | ("abort", rid) | ("info", ticket) | ("shutdown",)
+  out: ("ready", info) | ("out", [ReqOutput]) | ("error", rid, Exception) | ("info", ticket, dict)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+
+import zmq
+
+from runtime.server_args import ServerArgs
+
+logger = logging.getLogger(__name__)
+
+
+def scheduler_info(runner, scheduler) -> dict:
+    return {
+        **dataclasses.asdict(runner.args),
+        "model_folder": runner.model_folder,
+        "load_seconds": runner.load_seconds,
+        "max_total_tokens": runner.max_total_tokens,
+        "context_length": runner.context_len,
+        "vocab_size": runner.config.vocab_size,
+        "num_waiting_reqs": len(scheduler.waiting),
+        "num_running_reqs": len(scheduler.active_reqs()),
+        "kv_free_tokens": runner.kv_pool.available_size(),
+        **scheduler.stats,
+    }
+
+
+def run_scheduler_process(args: ServerArgs, in_addr: str, out_addr: str) -> None:
+    """Process entry point; returns when told to shut down or when its parent is gone."""
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx = zmq.Context()
+    recv = ctx.socket(zmq.PULL)
+    recv.connect(in_addr)
+    send = ctx.socket(zmq.PUSH)
+    send.connect(out_addr)
+    parent = os.getppid()
+    try:
+        from runtime.model_loader.loader import load_tokenizer
+        from runtime.model_runner import ModelRunner
+        from runtime.scheduler.scheduler import Scheduler
+
+        runner = ModelRunner(args)
+        tokenizer = load_tokenizer(runner.model_folder, args.tokenizer_path)
+        eos = set(runner.config.eos_token_ids)
+        if tokenizer.eos_token_id is not None:
+            eos.add(tokenizer.eos_token_id)
+        scheduler = Scheduler(runner, tokenizer, eos)
+    except Exception as e:
+        logger.exception("scheduler failed to start")
+        send.send_pyobj(("failed", f"{type(e).__name__}: {e}"))
+        return
+    send.send_pyobj(("ready", scheduler_info(runner, scheduler)))
+    try:
+        _serve(recv, send, runner, scheduler, parent)
+    finally:
+        recv.close(linger=0)
+        send.close(linger=1000)
+        ctx.term()
+
+
+def _serve(recv, send, runner, scheduler, parent: int) -> None:
+    while True:
+        # Block only while idle; with work queued, take what has arrived and run a step.
+        if not scheduler.has_work() and not recv.poll(1000):
+            if os.getppid() != parent:
+                logger.warning("parent process is gone; scheduler exits")
+                return
+            continue
+        while recv.poll(0):
+            msg = recv.recv_pyobj()
+            kind = msg[0]
+            if kind == "shutdown":
+                for req in [*scheduler.waiting, *scheduler.active_reqs()]:
+                    send.send_pyobj(("out", scheduler.abort_request(req.rid)))
+                return
+            if kind == "add":
+                try:
+                    scheduler.add_request(msg[1])
+                except Exception as e:
+                    send.send_pyobj(("error", msg[1].rid, e))
+            elif kind == "abort":
+                send.send_pyobj(("out", scheduler.abort_request(msg[1])))
+            elif kind == "info":
+                send.send_pyobj(("info", msg[1], scheduler_info(runner, scheduler)))
+        if scheduler.has_work():
+            outputs = scheduler.step()
+            if outputs:
+                send.send_pyobj(("out", outputs))
+
+
+def spawn_scheduler_process(args: ServerArgs, in_addr: str, out_addr: str):
+    """Starts `python -m runtime.scheduler.process` (a fresh interpreter: the caller's main
+    module is never re-imported, so scripts need no `__main__` guard)."""
+    import subprocess
+
+    payload = json.dumps(dataclasses.asdict(args))
+    return subprocess.Popen([sys.executable, "-m", "runtime.scheduler.process", in_addr, out_addr, payload])
+
+
+if __name__ == "__main__":
+    run_scheduler_process(ServerArgs(**json.loads(sys.argv[3])), sys.argv[1], sys.argv[2])
