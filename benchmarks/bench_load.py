@@ -27,8 +27,13 @@ e.shutdown()
 def start_once(cache_dir: str) -> tuple[float, float, float]:
     """Returns (process wall time, engine construction, weight load) in seconds."""
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", CHILD], env={**os.environ, "RADIXSERVE_CACHE": cache_dir},
-                         check=True, capture_output=True, text=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD],
+        env={**os.environ, "RADIXSERVE_CACHE": cache_dir},
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     return time.perf_counter() - t0, float(out[0]), float(out[1])
 
 

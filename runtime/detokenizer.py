@@ -6,8 +6,12 @@ from __future__ import annotations
 class IncrementalDecoder:
     """Decodes a growing list of token ids; `text` is everything that is safe to show so far."""
 
-    def __init__(self, tokenizer, skip_special_tokens: bool = True,
-                 spaces_between_special_tokens: bool = True) -> None:
+    def __init__(
+        self,
+        tokenizer,
+        skip_special_tokens: bool = True,
+        spaces_between_special_tokens: bool = True,
+    ) -> None:
         self.tokenizer = tokenizer
         self.kwargs = {"skip_special_tokens": skip_special_tokens}
         if not spaces_between_special_tokens:
@@ -35,7 +39,9 @@ class IncrementalDecoder:
 
     def flush(self) -> str:
         """Settles whatever is left, replacement characters included, at the end of a request."""
-        rest = self._decode(self.ids[self._prefix :])[len(self._decode(self.ids[self._prefix : self._read])) :]
+        rest = self._decode(self.ids[self._prefix :])[
+            len(self._decode(self.ids[self._prefix : self._read])) :
+        ]
         self.text += rest
         self._prefix = self._read = len(self.ids)
         return rest

@@ -30,8 +30,10 @@ class Engine:
 
     def __init__(self, model_path: str | None = None, **kwargs) -> None:
         self.server_args = ServerArgs.from_kwargs(model_path=model_path, **kwargs)
-        logging.basicConfig(level=self.server_args.log_level.upper(),
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=self.server_args.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
         self._closed = True
         self._closing = False
         self._send_lock = threading.Lock()
@@ -61,13 +63,17 @@ class Engine:
             raise
         self.context_len = self.info["context_length"]
         self.vocab_size = self.info["vocab_size"]
-        self._receiver = threading.Thread(target=self._receive_loop, name="engine-receiver", daemon=True)
+        self._receiver = threading.Thread(
+            target=self._receive_loop, name="engine-receiver", daemon=True
+        )
         self._receiver.start()
 
     def _wait_ready(self) -> dict:
         while not self._recv.poll(500):
             if self._proc.poll() is not None:
-                raise RuntimeError(f"scheduler process exited with code {self._proc.returncode} while loading")
+                raise RuntimeError(
+                    f"scheduler process exited with code {self._proc.returncode} while loading"
+                )
         msg = self._recv.recv_pyobj()
         if msg[0] != "ready":
             raise RuntimeError(f"scheduler process failed to start: {msg[1]}")
@@ -81,7 +87,9 @@ class Engine:
                 if not self._recv.poll(500):
                     if self._proc.poll() is not None:
                         if not self._closing:
-                            self._fail_all(f"scheduler process died (exit code {self._proc.returncode})")
+                            self._fail_all(
+                                f"scheduler process died (exit code {self._proc.returncode})"
+                            )
                         return
                     continue
                 msg = self._recv.recv_pyobj()
@@ -136,31 +144,38 @@ class Engine:
         batch, prompts = self._prompt_ids(prompt, input_ids)
         params_list = self._params(sampling_params, len(prompts))
         rids = self._rids(rid, len(prompts))
-        if top_logprobs_num is not None and (not isinstance(top_logprobs_num, int) or top_logprobs_num < 0):
+        if top_logprobs_num is not None and (
+            not isinstance(top_logprobs_num, int) or top_logprobs_num < 0
+        ):
             raise ValueError(f"top_logprobs_num: must be an integer >= 0, got {top_logprobs_num!r}")
         inputs = []
         for ids, params, r in zip(prompts, params_list, rids):
             params.check_lengths(len(ids), self.context_len, self.vocab_size)
             start = -1 if logprob_start_len is None else logprob_start_len
             if not isinstance(start, int) or start >= max(len(ids), 1) or start < -1:
-                raise ValueError(f"logprob_start_len: must be in [-1, {len(ids) - 1}], got {start!r}")
+                raise ValueError(
+                    f"logprob_start_len: must be in [-1, {len(ids) - 1}], got {start!r}"
+                )
             for i in range(params.n):
                 child = params
                 if params.n > 1:
                     child = SamplingParams(**{**params.__dict__, "n": 1})
                     if params.seed is not None:
                         child.seed = params.seed + i
-                inputs.append(GenerateInput(
-                    rid=r if params.n == 1 else f"{r}-{i}",
-                    input_ids=ids,
-                    params=child,
-                    return_logprob=return_logprob,
-                    logprob_start_len=start,
-                    top_logprobs_num=top_logprobs_num or 0,
-                ))
+                inputs.append(
+                    GenerateInput(
+                        rid=r if params.n == 1 else f"{r}-{i}",
+                        input_ids=ids,
+                        params=child,
+                        return_logprob=return_logprob,
+                        logprob_start_len=start,
+                        top_logprobs_num=top_logprobs_num or 0,
+                    )
+                )
         builders = {
-            inp.rid: ResponseBuilder(inp.rid, self.tokenizer, inp.params, return_logprob,
-                                     return_text_in_logprobs)
+            inp.rid: ResponseBuilder(
+                inp.rid, self.tokenizer, inp.params, return_logprob, return_text_in_logprobs
+            )
             for inp in inputs
         }
         q = self._submit(inputs)
@@ -247,11 +262,17 @@ class Engine:
         vocab = self.vocab_size
 
         def check(ids) -> list[int]:
-            if not ids or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < vocab for t in ids):
+            if not ids or not all(
+                isinstance(t, int) and not isinstance(t, bool) and 0 <= t < vocab for t in ids
+            ):
                 raise ValueError(f"input_ids: must be non-empty lists of token ids in [0, {vocab})")
             return list(ids)
 
-        if isinstance(input_ids, list) and input_ids and all(isinstance(x, list) for x in input_ids):
+        if (
+            isinstance(input_ids, list)
+            and input_ids
+            and all(isinstance(x, list) for x in input_ids)
+        ):
             return True, [check(x) for x in input_ids]
         return False, [check(input_ids)]
 
@@ -320,6 +341,3 @@ class Engine:
 
     def __exit__(self, *exc) -> None:
         self.shutdown()
-
-
-

@@ -20,8 +20,11 @@ DEMO_PROMPTS = ["What is the capital of France?", "Give me three tips for writin
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m runtime.launch", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m runtime.launch",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ServerArgs.add_cli_args(parser)
     parser.add_argument("--prompt", action="append", help="a chat prompt to answer (repeatable)")
     parser.add_argument("--max-new-tokens", type=int, default=128, help="longest answer")
@@ -43,11 +46,13 @@ def main(argv: list[str] | None = None) -> None:
             sys.stdout.write(f"\n>>> {prompt}\n")
             shown = ""
             for chunk in engine.generate(input_ids=ids, sampling_params=params, stream=True):
-                sys.stdout.write(chunk["text"][len(shown):])
+                sys.stdout.write(chunk["text"][len(shown) :])
                 sys.stdout.flush()
                 shown = chunk["text"]
             meta = chunk["meta_info"]
-            sys.stdout.write(f"\n[{meta['completion_tokens']} tokens, finish: {meta['finish_reason']}]\n")
+            sys.stdout.write(
+                f"\n[{meta['completion_tokens']} tokens, finish: {meta['finish_reason']}]\n"
+            )
 
 
 if __name__ == "__main__":

@@ -52,18 +52,34 @@ class ModelRunner:
         self.load_seconds = time.perf_counter() - t0
 
         self.max_total_tokens = self._kv_pool_tokens()
-        self.req_to_token_pool = ReqToTokenPool(args.max_running_requests, self.context_len + 1, self.device)
-        self.kv_pool = KVPool(self.max_total_tokens, cfg.num_layers, cfg.num_kv_heads, cfg.head_dim,
-                              self.dtype, self.device)
+        self.req_to_token_pool = ReqToTokenPool(
+            args.max_running_requests, self.context_len + 1, self.device
+        )
+        self.kv_pool = KVPool(
+            self.max_total_tokens,
+            cfg.num_layers,
+            cfg.num_kv_heads,
+            cfg.head_dim,
+            self.dtype,
+            self.device,
+        )
         self.backend = create_backend(args.attention_backend)
         for layer in self.model.attention_layers():
             layer.backend = self.backend
-        logger.info("model loaded in %.2fs from %s; KV pool %d tokens on %s (%s)",
-                    self.load_seconds, self.model_folder, self.max_total_tokens, self.device, self.dtype)
+        logger.info(
+            "model loaded in %.2fs from %s; KV pool %d tokens on %s (%s)",
+            self.load_seconds,
+            self.model_folder,
+            self.max_total_tokens,
+            self.device,
+            self.dtype,
+        )
 
     def _kv_pool_tokens(self) -> int:
         cfg = self.config
-        per_token = KVPool.bytes_per_token(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, self.dtype)
+        per_token = KVPool.bytes_per_token(
+            cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, self.dtype
+        )
         if self.args.max_total_tokens is not None:
             return self.args.max_total_tokens
         if self.device.type == "cuda":

@@ -10,15 +10,22 @@ from runtime.scheduler.req import ReqOutput
 class ResponseBuilder:
     """Keeps one request's text, ids and logprobs; `result()` is SGLang's `{"text", "meta_info"}`."""
 
-    def __init__(self, rid: str, tokenizer, params: SamplingParams, return_logprob: bool,
-                 return_text_in_logprobs: bool = False) -> None:
+    def __init__(
+        self,
+        rid: str,
+        tokenizer,
+        params: SamplingParams,
+        return_logprob: bool,
+        return_text_in_logprobs: bool = False,
+    ) -> None:
         self.rid = rid
         self.tokenizer = tokenizer
         self.params = params
         self.return_logprob = return_logprob
         self.text_in_logprobs = return_text_in_logprobs
-        self.decoder = IncrementalDecoder(tokenizer, params.skip_special_tokens,
-                                          params.spaces_between_special_tokens)
+        self.decoder = IncrementalDecoder(
+            tokenizer, params.skip_special_tokens, params.spaces_between_special_tokens
+        )
         self.output_ids: list[int] = []
         self.last: ReqOutput | None = None
         self.input_token_logprobs: list = []
@@ -77,8 +84,12 @@ class ResponseBuilder:
             "finish_reason": out.finish_reason.to_dict() if out.finish_reason else None,
         }
         if self.return_logprob:
-            meta["input_token_logprobs"] = [self._entry(lp, t) for lp, t in self.input_token_logprobs]
-            meta["output_token_logprobs"] = [self._entry(lp, t) for lp, t in self.output_token_logprobs]
+            meta["input_token_logprobs"] = [
+                self._entry(lp, t) for lp, t in self.input_token_logprobs
+            ]
+            meta["output_token_logprobs"] = [
+                self._entry(lp, t) for lp, t in self.output_token_logprobs
+            ]
             if self.input_top_logprobs or self.output_top_logprobs:
                 meta["input_top_logprobs"] = self._tops(self.input_top_logprobs)
                 meta["output_top_logprobs"] = self._tops(self.output_top_logprobs)

@@ -75,18 +75,71 @@ class ServerArgs:
     def add_cli_args(parser: argparse.ArgumentParser) -> None:
         d = ServerArgs.__dataclass_fields__
         a = parser.add_argument
-        a("--model-path", default=None, help="GGUF file or Hugging Face folder (default: SmolLM2-135M-Instruct, embedded)")
-        a("--tokenizer-path", default=None, help="tokenizer folder, when it is not beside the model")
+        a(
+            "--model-path",
+            default=None,
+            help="GGUF file or Hugging Face folder (default: SmolLM2-135M-Instruct, embedded)",
+        )
+        a(
+            "--tokenizer-path",
+            default=None,
+            help="tokenizer folder, when it is not beside the model",
+        )
         a("--device", default=d["device"].default, help="cpu, cuda, or auto")
-        a("--dtype", default="auto", choices=DTYPES, help="weights and activations (auto: float32 on the CPU, bfloat16 on CUDA)")
-        a("--context-length", type=int, default=None, help="longest prompt + output (default: the model's)")
-        a("--max-total-tokens", type=int, default=None, help="KV pool size in tokens (overrides --mem-fraction-static)")
-        a("--mem-fraction-static", type=float, default=None, help="share of device memory for weights and KV pool")
-        a("--max-running-requests", type=int, default=d["max_running_requests"].default, help="requests decoding at once")
-        a("--max-prefill-tokens", type=int, default=d["max_prefill_tokens"].default, help="token budget of one prefill batch")
-        a("--chunked-prefill-size", type=int, default=d["chunked_prefill_size"].default, help="longest prefill chunk of one request (-1: no chunking)")
-        a("--schedule-policy", default="fcfs", choices=SCHEDULE_POLICIES, help="order of the waiting queue")
-        a("--attention-backend", default="torch_native", choices=ATTENTION_BACKENDS, help="attention kernels")
+        a(
+            "--dtype",
+            default="auto",
+            choices=DTYPES,
+            help="weights and activations (auto: float32 on the CPU, bfloat16 on CUDA)",
+        )
+        a(
+            "--context-length",
+            type=int,
+            default=None,
+            help="longest prompt + output (default: the model's)",
+        )
+        a(
+            "--max-total-tokens",
+            type=int,
+            default=None,
+            help="KV pool size in tokens (overrides --mem-fraction-static)",
+        )
+        a(
+            "--mem-fraction-static",
+            type=float,
+            default=None,
+            help="share of device memory for weights and KV pool",
+        )
+        a(
+            "--max-running-requests",
+            type=int,
+            default=d["max_running_requests"].default,
+            help="requests decoding at once",
+        )
+        a(
+            "--max-prefill-tokens",
+            type=int,
+            default=d["max_prefill_tokens"].default,
+            help="token budget of one prefill batch",
+        )
+        a(
+            "--chunked-prefill-size",
+            type=int,
+            default=d["chunked_prefill_size"].default,
+            help="longest prefill chunk of one request (-1: no chunking)",
+        )
+        a(
+            "--schedule-policy",
+            default="fcfs",
+            choices=SCHEDULE_POLICIES,
+            help="order of the waiting queue",
+        )
+        a(
+            "--attention-backend",
+            default="torch_native",
+            choices=ATTENTION_BACKENDS,
+            help="attention kernels",
+        )
         a("--random-seed", type=int, default=0, help="seed for requests that give none")
         a("--cache-dir", default=None, help="where converted weights and tokenizers are cached")
         a("--log-level", default="info", help="logging level")

@@ -33,7 +33,9 @@ def rope_inv_freq(head_dim: int, theta: float, scaling: dict | None) -> tuple[to
 
 
 class RotaryEmbedding(nn.Module):
-    def __init__(self, head_dim: int, max_position: int, theta: float, scaling: dict | None) -> None:
+    def __init__(
+        self, head_dim: int, max_position: int, theta: float, scaling: dict | None
+    ) -> None:
         super().__init__()
         self.args = (head_dim, max_position, theta, scaling)
         self.build("cpu")
@@ -53,8 +55,16 @@ class RotaryEmbedding(nn.Module):
         x1, x2 = x.chunk(2, dim=-1)
         return torch.cat([-x2, x1], dim=-1)
 
-    def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor):
-        """q: [T, H, D], k: [T, Hkv, D]; positions: [T]."""
-        cos = self.cos[positions].unsqueeze(1).to(q.dtype)
-        sin = self.sin[positions].unsqueeze(1).to(q.dtype)
-        return q * cos + self._rotate_half(q) * sin, k * cos + self._rotate_half(k) * sin
+    def cos_sin(
+        self, positions: torch.Tensor, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Looked up once per forward and shared by every layer: `[T, 1, head_dim]` each."""
+        return self.cos[positions].unsqueeze(1).to(dtype), self.sin[positions].unsqueeze(1).to(
+            dtype
+        )
+
+    @classmethod
+    def apply(cls, cos_sin: tuple[torch.Tensor, torch.Tensor], q: torch.Tensor, k: torch.Tensor):
+        """q: [T, H, D], k: [T, Hkv, D]."""
+        cos, sin = cos_sin
+        return q * cos + cls._rotate_half(q) * sin, k * cos + cls._rotate_half(k) * sin

@@ -43,14 +43,18 @@ def gguf_hf_config(reader) -> dict:
     """Maps GGUF metadata onto the keys of a Hugging Face config.json."""
     arch = _field(reader, "general.architecture")
     if arch not in _ARCHITECTURES:
-        raise ValueError(f"GGUF architecture {arch!r} is not supported; supported: {sorted(_ARCHITECTURES)}")
+        raise ValueError(
+            f"GGUF architecture {arch!r} is not supported; supported: {sorted(_ARCHITECTURES)}"
+        )
     p = f"{arch}."
     heads = int(_field(reader, p + "attention.head_count"))
     hidden = int(_field(reader, p + "embedding_length"))
     names = {t.name for t in reader.tensors}
     if "rope_freqs.weight" in names:
-        raise ValueError("GGUF files with rope_freqs (Llama 3.1 rope scaling) are not supported; "
-                         "load the model from its safetensors folder instead")
+        raise ValueError(
+            "GGUF files with rope_freqs (Llama 3.1 rope scaling) are not supported; "
+            "load the model from its safetensors folder instead"
+        )
     vocab = _field(reader, p + "vocab_size") or len(_field(reader, "tokenizer.ggml.tokens"))
     cfg = {
         "architectures": [_ARCHITECTURES[arch]],
@@ -72,7 +76,10 @@ def gguf_hf_config(reader) -> dict:
     }
     scaling = _field(reader, p + "rope.scaling.type")
     if scaling and scaling != "none":
-        cfg["rope_scaling"] = {"rope_type": scaling, "factor": float(_field(reader, p + "rope.scaling.factor", 1.0))}
+        cfg["rope_scaling"] = {
+            "rope_type": scaling,
+            "factor": float(_field(reader, p + "rope.scaling.factor", 1.0)),
+        }
     return cfg
 
 

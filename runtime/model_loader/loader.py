@@ -68,7 +68,9 @@ def prepare_model_folder(model_path: str | None, cache_dir: str | None = None) -
         shutil.rmtree(folder + ".tmp", ignore_errors=True)
         t0 = time.perf_counter()
         convert_gguf(model_path, folder)
-        logger.info("GGUF conversion took %.1fs (cached for the next start)", time.perf_counter() - t0)
+        logger.info(
+            "GGUF conversion took %.1fs (cached for the next start)", time.perf_counter() - t0
+        )
     return folder
 
 
@@ -97,22 +99,23 @@ def load_tokenizer(folder: str, tokenizer_path: str | None = None):
 
 
 def load_weights(model: torch.nn.Module, folder: str) -> None:
-    """Copies checkpoint tensors into the model's parameters; every parameter must be covered."""
+    """Copies checkpoint tensors into the model's parameters; every parameter row must be covered."""
     params = dict(model.named_parameters())
-    seen = set()
+    filled = {name: 0 for name in params}
     for name, tensor in iter_weights(folder):
-        if name.endswith("rotary_emb.inv_freq"):
+        target = model.checkpoint_target(name)
+        if target is None:
             continue
-        if name not in params:
-            if name == "lm_head.weight" and getattr(model, "tied", False):
-                continue
+        pname, rows = target
+        if pname not in params:
             raise KeyError(f"checkpoint tensor {name!r} has no place in {type(model).__name__}")
-        p = params[name]
-        if p.shape != tensor.shape:
-            raise ValueError(f"{name}: checkpoint shape {tuple(tensor.shape)} != model {tuple(p.shape)}")
-        with torch.no_grad():
-            p.copy_(tensor.to(p.dtype))
-        seen.add(name)
-    missing = set(params) - seen
+        dest = params[pname].data if rows is None else params[pname].data[rows]
+        if dest.shape != tensor.shape:
+            raise ValueError(
+                f"{name}: checkpoint shape {tuple(tensor.shape)} != model {tuple(dest.shape)}"
+            )
+        dest.copy_(tensor.to(dest.dtype))
+        filled[pname] += dest.shape[0] if dest.dim() else 1
+    missing = [n for n, p in params.items() if filled[n] != (p.shape[0] if p.dim() else 1)]
     if missing:
-        raise KeyError(f"checkpoint lacks {sorted(missing)[:5]}")
+        raise KeyError(f"checkpoint lacks (parts of) {missing[:5]}")

@@ -1,6 +1,7 @@
 """The Llama family (Llama 2/3, SmolLM2, Mistral, and Qwen2 with its qkv bias).
 
-Parameter names follow the Hugging Face checkpoints so weights load by name.
+Q, K and V share one projection, as do the MLP's gate and up: one matmul each instead of three
+and two. Checkpoint tensors keep their Hugging Face names and are stacked on load.
 """
 
 from __future__ import annotations
@@ -15,50 +16,58 @@ from runtime.layers.rmsnorm import RMSNorm
 from runtime.layers.rotary import RotaryEmbedding
 from runtime.model_loader.config import ModelConfig
 
+# checkpoint name part -> (our parameter name part, shard index)
+STACKED = {
+    "q_proj": ("qkv_proj", 0),
+    "k_proj": ("qkv_proj", 1),
+    "v_proj": ("qkv_proj", 2),
+    "gate_proj": ("gate_up_proj", 0),
+    "up_proj": ("gate_up_proj", 1),
+}
+
 
 class LlamaAttention(nn.Module):
-    def __init__(self, cfg: ModelConfig, layer_id: int, rotary: RotaryEmbedding) -> None:
+    def __init__(self, cfg: ModelConfig, layer_id: int) -> None:
         super().__init__()
         h, d = cfg.hidden_size, cfg.head_dim
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, d
-        bias = cfg.attention_bias
-        self.q_proj = nn.Linear(h, cfg.num_heads * d, bias=bias)
-        self.k_proj = nn.Linear(h, cfg.num_kv_heads * d, bias=bias)
-        self.v_proj = nn.Linear(h, cfg.num_kv_heads * d, bias=bias)
+        self.shard_sizes = [cfg.num_heads * d, cfg.num_kv_heads * d, cfg.num_kv_heads * d]
+        self.qkv_proj = nn.Linear(h, sum(self.shard_sizes), bias=cfg.attention_bias)
         self.o_proj = nn.Linear(cfg.num_heads * d, h, bias=False)
-        self.rotary = [rotary]  # shared, kept out of this module's parameters
         self.attn = PagedAttention(layer_id, cfg.num_heads, cfg.num_kv_heads, d)
 
-    def forward(self, positions: torch.Tensor, x: torch.Tensor, batch: ForwardBatch) -> torch.Tensor:
+    def forward(self, cos_sin, x: torch.Tensor, batch: ForwardBatch) -> torch.Tensor:
         t = x.shape[0]
-        q = self.q_proj(x).view(t, self.num_heads, self.head_dim)
-        k = self.k_proj(x).view(t, self.num_kv_heads, self.head_dim)
-        v = self.v_proj(x).view(t, self.num_kv_heads, self.head_dim)
-        q, k = self.rotary[0](positions, q, k)
+        q, k, v = self.qkv_proj(x).split(self.shard_sizes, dim=-1)
+        q = q.view(t, self.num_heads, self.head_dim)
+        k = k.view(t, self.num_kv_heads, self.head_dim)
+        v = v.view(t, self.num_kv_heads, self.head_dim)
+        q, k = RotaryEmbedding.apply(cos_sin, q, k)
         return self.o_proj(self.attn(q, k, v, batch))
 
 
 class LlamaMLP(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.shard_sizes = [cfg.intermediate_size, cfg.intermediate_size]
+        self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
 
 
 class LlamaDecoderLayer(nn.Module):
-    def __init__(self, cfg: ModelConfig, layer_id: int, rotary: RotaryEmbedding) -> None:
+    def __init__(self, cfg: ModelConfig, layer_id: int) -> None:
         super().__init__()
-        self.self_attn = LlamaAttention(cfg, layer_id, rotary)
+        self.self_attn = LlamaAttention(cfg, layer_id)
         self.mlp = LlamaMLP(cfg)
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(self, positions, x, batch) -> torch.Tensor:
-        x = x + self.self_attn(positions, self.input_layernorm(x), batch)
+    def forward(self, cos_sin, x, batch) -> torch.Tensor:
+        x = x + self.self_attn(cos_sin, self.input_layernorm(x), batch)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -67,9 +76,7 @@ class LlamaModel(nn.Module):
         super().__init__()
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.rotary = RotaryEmbedding(cfg.head_dim, max_position, cfg.rope_theta, cfg.rope_scaling)
-        self.layers = nn.ModuleList(
-            LlamaDecoderLayer(cfg, i, self.rotary) for i in range(cfg.num_layers)
-        )
+        self.layers = nn.ModuleList(LlamaDecoderLayer(cfg, i) for i in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
 
@@ -92,9 +99,23 @@ class LlamaForCausalLM(nn.Module):
     def forward(self, batch: ForwardBatch) -> torch.Tensor:
         """Returns the final hidden states `[num_tokens, hidden]`; logits are taken by the caller."""
         x = self.model.embed_tokens(batch.input_ids)
+        cos_sin = self.model.rotary.cos_sin(batch.positions, x.dtype)
         for layer in self.model.layers:
-            x = layer(batch.positions, x, batch)
+            x = layer(cos_sin, x, batch)
         return self.model.norm(x)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return F.linear(hidden, self.lm_head_weight).float()
+
+    def checkpoint_target(self, name: str) -> tuple[str, slice | None] | None:
+        """Where a checkpoint tensor goes: (parameter name, rows of it), or None to skip it."""
+        if name.endswith("rotary_emb.inv_freq") or (name == "lm_head.weight" and self.tied):
+            return None
+        for part, (stacked, shard) in STACKED.items():
+            if f".{part}." in name:
+                sizes = self.get_submodule(
+                    name.rsplit(".", 2)[0]
+                ).shard_sizes  # the attn / mlp module
+                start = sum(sizes[:shard])
+                return name.replace(part, stacked), slice(start, start + sizes[shard])
+        return name, None

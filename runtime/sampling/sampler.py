@@ -40,10 +40,14 @@ def apply_penalties(logits: torch.Tensor, row: SampleRow) -> None:
         seen = torch.tensor(sorted(set(row.input_ids) | set(row.output_ids)), device=device)
         if seen.numel():
             vals = logits[seen]
-            logits[seen] = torch.where(vals > 0, vals / p.repetition_penalty, vals * p.repetition_penalty)
+            logits[seen] = torch.where(
+                vals > 0, vals / p.repetition_penalty, vals * p.repetition_penalty
+            )
 
 
-def filter_probs(probs: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, min_p: torch.Tensor):
+def filter_probs(
+    probs: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, min_p: torch.Tensor
+):
     """Zeroes what top-k, top-p and min-p exclude; returns (sorted probs, their token ids)."""
     sorted_p, sorted_ids = probs.sort(dim=-1, descending=True)
     rank = torch.arange(probs.shape[-1], device=probs.device)[None, :]
@@ -57,8 +61,13 @@ class Sampler:
     def __init__(self, vocab_size: int) -> None:
         self.vocab_size = vocab_size
 
-    def sample(self, logits: torch.Tensor, rows: list[SampleRow], top_logprobs_num: list[int],
-               want_logprobs: bool) -> SampleResult:
+    def sample(
+        self,
+        logits: torch.Tensor,
+        rows: list[SampleRow],
+        top_logprobs_num: list[int],
+        want_logprobs: bool,
+    ) -> SampleResult:
         """logits: [batch, vocab] float32, one row per entry of `rows`."""
         raw_logprobs = torch.log_softmax(logits, dim=-1) if want_logprobs else None
         adjusted = any(r.params.has_penalties or r.banned_ids for r in rows)
@@ -91,7 +100,10 @@ class Sampler:
         probs = torch.softmax(logits / temp[:, None], dim=-1)
         filtered = any(r.params.top_k > 0 or r.params.top_p < 1 or r.params.min_p > 0 for r in rows)
         if filtered:
-            top_k = torch.tensor([r.params.top_k if r.params.top_k > 0 else self.vocab_size for r in rows], device=device)
+            top_k = torch.tensor(
+                [r.params.top_k if r.params.top_k > 0 else self.vocab_size for r in rows],
+                device=device,
+            )
             top_p = torch.tensor([float(r.params.top_p) for r in rows], device=device)
             min_p = torch.tensor([float(r.params.min_p) for r in rows], device=device)
             probs, order = filter_probs(probs, top_k, top_p, min_p)

@@ -61,8 +61,14 @@ class SamplingParams:
         for name in ("max_new_tokens", "min_new_tokens", "top_k", "n"):
             if not is_int(getattr(self, name)):
                 bad(name, "must be an integer")
-        for name in ("temperature", "top_p", "min_p", "frequency_penalty", "presence_penalty",
-                     "repetition_penalty"):
+        for name in (
+            "temperature",
+            "top_p",
+            "min_p",
+            "frequency_penalty",
+            "presence_penalty",
+            "repetition_penalty",
+        ):
             if not is_num(getattr(self, name)):
                 bad(name, "must be a number")
         for name in ("ignore_eos", "skip_special_tokens", "spaces_between_special_tokens"):
@@ -92,7 +98,9 @@ class SamplingParams:
             bad("seed", "must be an integer")
         if not isinstance(self.stop, list) or not all(isinstance(s, str) and s for s in self.stop):
             bad("stop", "must be a non-empty string or a list of them")
-        if not isinstance(self.stop_token_ids, list) or not all(is_int(t) and t >= 0 for t in self.stop_token_ids):
+        if not isinstance(self.stop_token_ids, list) or not all(
+            is_int(t) and t >= 0 for t in self.stop_token_ids
+        ):
             bad("stop_token_ids", "must be a list of token ids")
 
     def check_lengths(self, prompt_len: int, context_len: int, vocab_size: int) -> None:
@@ -103,7 +111,9 @@ class SamplingParams:
                 f"({self.max_new_tokens}) exceeds the context length {context_len}"
             )
         if any(t >= vocab_size for t in self.stop_token_ids):
-            raise ValueError(f"sampling_params.stop_token_ids: ids must be < vocab size {vocab_size}")
+            raise ValueError(
+                f"sampling_params.stop_token_ids: ids must be < vocab size {vocab_size}"
+            )
 
     @property
     def is_greedy(self) -> bool:

@@ -39,8 +39,9 @@ def scheduler_info(runner, scheduler) -> dict:
 
 def run_scheduler_process(args: ServerArgs, in_addr: str, out_addr: str) -> None:
     """Process entry point; returns when told to shut down or when its parent is gone."""
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     ctx = zmq.Context()
     recv = ctx.socket(zmq.PULL)
     recv.connect(in_addr)
@@ -107,7 +108,9 @@ def spawn_scheduler_process(args: ServerArgs, in_addr: str, out_addr: str):
     import subprocess
 
     payload = json.dumps(dataclasses.asdict(args))
-    return subprocess.Popen([sys.executable, "-m", "runtime.scheduler.process", in_addr, out_addr, payload])
+    return subprocess.Popen(
+        [sys.executable, "-m", "runtime.scheduler.process", in_addr, out_addr, payload]
+    )
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -65,7 +65,9 @@ class Req:
         self.return_logprob = inp.return_logprob
         self.top_logprobs_num = inp.top_logprobs_num if inp.return_logprob else 0
         start = inp.logprob_start_len
-        self.logprob_start_len = len(self.input_ids) if (start < 0 or not inp.return_logprob) else start
+        self.logprob_start_len = (
+            len(self.input_ids) if (start < 0 or not inp.return_logprob) else start
+        )
         self.output_ids: list[int] = []
         self.req_pool_idx: int | None = None
         self.kv_len = 0  # tokens whose KV is written
@@ -73,15 +75,18 @@ class Req:
         self.cached_tokens = 0  # prompt tokens reused from the cache
         self.finished: FinishReason | None = None
         self.arrival = time.perf_counter()
-        self.end_ids = (set() if self.params.ignore_eos else set(eos_ids)) | set(self.params.stop_token_ids)
+        self.end_ids = (set() if self.params.ignore_eos else set(eos_ids)) | set(
+            self.params.stop_token_ids
+        )
         self.generator = None
         if self.params.seed is not None:
             self.generator = torch.Generator().manual_seed(self.params.seed)
         self.stop_decoder = None
         if self.params.stop:
             p = self.params
-            self.stop_decoder = IncrementalDecoder(tokenizer, p.skip_special_tokens,
-                                                   p.spaces_between_special_tokens)
+            self.stop_decoder = IncrementalDecoder(
+                tokenizer, p.skip_special_tokens, p.spaces_between_special_tokens
+            )
         # logprobs gathered during prefill, sent with the first output
         self.input_token_logprobs: list = []
         self.input_top_logprobs: list = []

@@ -162,9 +162,13 @@ class Scheduler:
                 logit_rows.append(row + ext - 1)
             plans.append((lp_first, lp_pos, sample_row))
             row += ext
-        fb = self._forward_batch(ForwardMode.EXTEND, ids, positions, torch.cat(locs), pool_idx, seq_lens)
+        fb = self._forward_batch(
+            ForwardMode.EXTEND, ids, positions, torch.cat(locs), pool_idx, seq_lens
+        )
         fb.prefix_lens_cpu, fb.extend_lens_cpu = prefix_lens, ext_lens
-        logits = self.runner.forward(fb, torch.tensor(logit_rows, dtype=torch.int64, device=self.runner.device))
+        logits = self.runner.forward(
+            fb, torch.tensor(logit_rows, dtype=torch.int64, device=self.runner.device)
+        )
         self.stats["prefill_tokens"] += len(ids)
 
         sampling: list[tuple[Req, int]] = []
@@ -196,7 +200,9 @@ class Scheduler:
         dev = self.runner.device
         table[torch.tensor(pool_idx, device=dev), torch.tensor(kv_lens, device=dev)] = slots.to(dev)
         ids = [r.output_ids[-1] for r in batch]
-        fb = self._forward_batch(ForwardMode.DECODE, ids, kv_lens, slots, pool_idx, [n + 1 for n in kv_lens])
+        fb = self._forward_batch(
+            ForwardMode.DECODE, ids, kv_lens, slots, pool_idx, [n + 1 for n in kv_lens]
+        )
         logits = self.runner.forward(fb, torch.arange(len(batch), device=dev))
         for r in batch:
             r.kv_len += 1
@@ -218,7 +224,10 @@ class Scheduler:
         )
 
     def _sample_and_advance(self, reqs: list[Req], logits: torch.Tensor) -> list[ReqOutput]:
-        rows = [SampleRow(r.params, r.input_ids, r.output_ids, r.generator, r.banned_ids()) for r in reqs]
+        rows = [
+            SampleRow(r.params, r.input_ids, r.output_ids, r.generator, r.banned_ids())
+            for r in reqs
+        ]
         want = any(r.return_logprob for r in reqs)
         res = self.sampler.sample(logits, rows, [r.top_logprobs_num for r in reqs], want)
         outputs = []
@@ -264,7 +273,11 @@ class Scheduler:
             cached_tokens=req.cached_tokens,
             finish_reason=req.finished,
         )
-        if req.return_logprob and not req.sent_input_logprobs and (req.prefill_done or req.finished):
+        if (
+            req.return_logprob
+            and not req.sent_input_logprobs
+            and (req.prefill_done or req.finished)
+        ):
             first = [(None, req.input_ids[0])] if req.logprob_start_len == 0 else []
             out.input_token_logprobs = first + req.input_token_logprobs
             if req.top_logprobs_num:
@@ -285,6 +298,6 @@ class Scheduler:
             f"!= {self.kv_pool.size}"
         )
         assert len(set(self.kv_pool.free_slot_set())) == free, "a KV slot is on the free list twice"
-        assert self.req_to_token_pool.available_size() + len(active) == self.req_to_token_pool.size, (
-            "request-slot accounting broken"
-        )
+        assert (
+            self.req_to_token_pool.available_size() + len(active) == self.req_to_token_pool.size
+        ), "request-slot accounting broken"

@@ -17,8 +17,9 @@ def dense(q, k, v):
     """q: [T, H, D], k/v: [T, Hkv, D], causal."""
     k = k.repeat_interleave(H // HKV, dim=1)
     v = v.repeat_interleave(H // HKV, dim=1)
-    out = F.scaled_dot_product_attention(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1),
-                                         is_causal=True)
+    out = F.scaled_dot_product_attention(
+        q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), is_causal=True
+    )
     return out.transpose(0, 1)
 
 
@@ -33,10 +34,17 @@ def make_batch(mode, pools, reqs, chunks, slot_of):
         pos.extend(range(s, s + n))
         seq.append(s + n)
     return ForwardBatch(
-        mode=mode, input_ids=torch.zeros(len(pos), dtype=torch.int64), positions=torch.tensor(pos),
-        out_cache_loc=torch.cat(locs), req_pool_indices=torch.tensor([slot_of[r] for r in reqs]),
-        seq_lens=torch.tensor(seq), req_to_token_pool=r2t, kv_pool=kv, seq_lens_cpu=seq,
-        prefix_lens_cpu=[s for s, _ in chunks], extend_lens_cpu=[n for _, n in chunks],
+        mode=mode,
+        input_ids=torch.zeros(len(pos), dtype=torch.int64),
+        positions=torch.tensor(pos),
+        out_cache_loc=torch.cat(locs),
+        req_pool_indices=torch.tensor([slot_of[r] for r in reqs]),
+        seq_lens=torch.tensor(seq),
+        req_to_token_pool=r2t,
+        kv_pool=kv,
+        seq_lens_cpu=seq,
+        prefix_lens_cpu=[s for s, _ in chunks],
+        extend_lens_cpu=[n for _, n in chunks],
     )
 
 

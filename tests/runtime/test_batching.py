@@ -14,7 +14,9 @@ GREEDY = {"temperature": 0, "max_new_tokens": 24, "ignore_eos": True}
 @pytest.fixture(scope="module")
 def reference(engine, prompt_ids):
     """Each prompt alone."""
-    return [engine.generate(input_ids=ids, sampling_params=GREEDY)["output_ids"] for ids in prompt_ids]
+    return [
+        engine.generate(input_ids=ids, sampling_params=GREEDY)["output_ids"] for ids in prompt_ids
+    ]
 
 
 def test_all_at_once_equals_one_at_a_time(engine, prompt_ids, reference):
@@ -40,8 +42,14 @@ def test_mixed_lengths_and_late_joiners(engine, prompt_ids, reference):
 
 
 def test_small_chunked_prefill_and_small_budget(prompt_ids, reference):
-    with Engine(max_total_tokens=2048, chunked_prefill_size=16, max_prefill_tokens=24,
-                max_running_requests=3, debug_check_memory=True, log_level="warning") as eng:
+    with Engine(
+        max_total_tokens=2048,
+        chunked_prefill_size=16,
+        max_prefill_tokens=24,
+        max_running_requests=3,
+        debug_check_memory=True,
+        log_level="warning",
+    ) as eng:
         out = eng.generate(input_ids=prompt_ids, sampling_params=GREEDY)
         assert [r["output_ids"] for r in out] == reference
         info = eng.get_server_info()
@@ -53,8 +61,9 @@ def test_long_prompt_is_chunked(engine):
     ids = engine.tokenizer.encode("The history of the city is long and storied. " * 40)
     assert len(ids) > 300
     ref = engine.generate(input_ids=ids, sampling_params=GREEDY)["output_ids"]
-    with Engine(max_total_tokens=1024, chunked_prefill_size=64, log_level="warning",
-                debug_check_memory=True) as eng:
+    with Engine(
+        max_total_tokens=1024, chunked_prefill_size=64, log_level="warning", debug_check_memory=True
+    ) as eng:
         before = eng.get_server_info()
         assert eng.generate(input_ids=ids, sampling_params=GREEDY)["output_ids"] == ref
         after = eng.get_server_info()

@@ -27,7 +27,9 @@ def test_batch_of_prompts_keeps_order(engine):
 
 
 def test_length_finish(engine):
-    r = engine.generate("Count: 1, 2, 3,", {"temperature": 0, "max_new_tokens": 5, "ignore_eos": True})
+    r = engine.generate(
+        "Count: 1, 2, 3,", {"temperature": 0, "max_new_tokens": 5, "ignore_eos": True}
+    )
     assert r["meta_info"]["finish_reason"] == {"type": "length", "length": 5}
     assert r["meta_info"]["completion_tokens"] == 5
 
@@ -43,12 +45,15 @@ def test_stop_string_is_matched_and_cut(engine):
 def test_stop_token_id(engine):
     base = engine.generate("Count: 1, 2, 3,", {"temperature": 0, "max_new_tokens": 12})
     stop_id = base["output_ids"][3]
-    r = engine.generate("Count: 1, 2, 3,", {"temperature": 0, "max_new_tokens": 12,
-                                             "stop_token_ids": [stop_id]})
+    r = engine.generate(
+        "Count: 1, 2, 3,", {"temperature": 0, "max_new_tokens": 12, "stop_token_ids": [stop_id]}
+    )
     first = base["output_ids"].index(stop_id)
     assert r["output_ids"] == base["output_ids"][: first + 1]
     assert r["meta_info"]["finish_reason"] == {"type": "stop", "matched": stop_id}
-    assert r["text"] == engine.tokenizer.decode(base["output_ids"][:first], skip_special_tokens=True)
+    assert r["text"] == engine.tokenizer.decode(
+        base["output_ids"][:first], skip_special_tokens=True
+    )
 
 
 def test_min_new_tokens_and_ignore_eos(engine, prompt_ids):
@@ -56,24 +61,35 @@ def test_min_new_tokens_and_ignore_eos(engine, prompt_ids):
     short = engine.generate(input_ids=ids, sampling_params={"temperature": 0, "max_new_tokens": 64})
     n = short["meta_info"]["completion_tokens"]
     assert short["meta_info"]["finish_reason"]["type"] == "stop" and n < 40
-    forced = engine.generate(input_ids=ids, sampling_params={
-        "temperature": 0, "max_new_tokens": 64, "min_new_tokens": n + 10})
+    forced = engine.generate(
+        input_ids=ids,
+        sampling_params={"temperature": 0, "max_new_tokens": 64, "min_new_tokens": n + 10},
+    )
     assert forced["meta_info"]["completion_tokens"] >= n + 10
     assert forced["output_ids"][: n - 1] == short["output_ids"][: n - 1]
-    ignored = engine.generate(input_ids=ids, sampling_params={
-        "temperature": 0, "max_new_tokens": 50, "ignore_eos": True})
+    ignored = engine.generate(
+        input_ids=ids, sampling_params={"temperature": 0, "max_new_tokens": 50, "ignore_eos": True}
+    )
     assert ignored["meta_info"]["finish_reason"] == {"type": "length", "length": 50}
 
 
 def test_prefill_only(engine):
-    r = engine.generate("Hello there", {"max_new_tokens": 0}, return_logprob=True, logprob_start_len=0)
+    r = engine.generate(
+        "Hello there", {"max_new_tokens": 0}, return_logprob=True, logprob_start_len=0
+    )
     assert r["output_ids"] == [] and r["text"] == ""
     assert r["meta_info"]["finish_reason"] == {"type": "length", "length": 0}
     assert len(r["meta_info"]["input_token_logprobs"]) == r["meta_info"]["prompt_tokens"]
 
 
 def test_seed_reproducible_and_n(engine):
-    params = {"temperature": 1.0, "top_p": 0.9, "max_new_tokens": 20, "seed": 1234, "ignore_eos": True}
+    params = {
+        "temperature": 1.0,
+        "top_p": 0.9,
+        "max_new_tokens": 20,
+        "seed": 1234,
+        "ignore_eos": True,
+    }
     a = engine.generate("Once upon a time", params)
     # the same seed gives the same text, also when batched with other requests
     b = engine.generate(["Once upon a time", "Another story:"], params)[0]
@@ -88,15 +104,22 @@ def test_seed_reproducible_and_n(engine):
 def test_logprobs_are_consistent(engine):
     """Output logprobs equal the input logprobs of the same tokens fed back as a prompt."""
     prompt = engine.tokenizer.encode("The capital of France is")
-    r = engine.generate(input_ids=prompt, sampling_params={**GREEDY, "max_new_tokens": 6,
-                                                           "ignore_eos": True},
-                        return_logprob=True, top_logprobs_num=3)
+    r = engine.generate(
+        input_ids=prompt,
+        sampling_params={**GREEDY, "max_new_tokens": 6, "ignore_eos": True},
+        return_logprob=True,
+        top_logprobs_num=3,
+    )
     out = r["meta_info"]["output_token_logprobs"]
     assert [e[1] for e in out] == r["output_ids"]
     tops = r["meta_info"]["output_top_logprobs"]
     assert all(len(t) == 3 and t[0][1] == e[1] for t, e in zip(tops, out))  # greedy = top-1
-    again = engine.generate(input_ids=prompt + r["output_ids"], sampling_params={"max_new_tokens": 0},
-                            return_logprob=True, logprob_start_len=len(prompt))
+    again = engine.generate(
+        input_ids=prompt + r["output_ids"],
+        sampling_params={"max_new_tokens": 0},
+        return_logprob=True,
+        logprob_start_len=len(prompt),
+    )
     inp = again["meta_info"]["input_token_logprobs"]
     assert [e[1] for e in inp] == r["output_ids"]
     for (a, _, _), (b, _, _) in zip(out, inp):
@@ -104,8 +127,12 @@ def test_logprobs_are_consistent(engine):
 
 
 def test_logprob_text(engine):
-    r = engine.generate("Hi", {"max_new_tokens": 2, "temperature": 0}, return_logprob=True,
-                        return_text_in_logprobs=True)
+    r = engine.generate(
+        "Hi",
+        {"max_new_tokens": 2, "temperature": 0},
+        return_logprob=True,
+        return_text_in_logprobs=True,
+    )
     entry = r["meta_info"]["output_token_logprobs"][0]
     assert entry[2] == engine.tokenizer.decode([entry[1]])
 
@@ -124,8 +151,9 @@ def test_abort_by_id(engine):
     result = {}
 
     def run() -> None:
-        result["r"] = engine.generate("Tell me a long story.", {"max_new_tokens": 2000, "ignore_eos": True},
-                                      rid="long-one")
+        result["r"] = engine.generate(
+            "Tell me a long story.", {"max_new_tokens": 2000, "ignore_eos": True}, rid="long-one"
+        )
 
     t = threading.Thread(target=run)
     t.start()

@@ -35,8 +35,11 @@ def test_greedy_matches_transformers(engine, hf_model, prompt_ids):
     for ids, res in zip(prompt_ids, ours):
         with torch.inference_mode():
             out = hf_model.generate(
-                torch.tensor([ids]), do_sample=False, max_new_tokens=NEW_TOKENS,
-                eos_token_id=eos, pad_token_id=eos,
+                torch.tensor([ids]),
+                do_sample=False,
+                max_new_tokens=NEW_TOKENS,
+                eos_token_id=eos,
+                pad_token_id=eos,
             )
         theirs = out[0, len(ids) :].tolist()
         assert res["output_ids"] == theirs, engine.tokenizer.decode(ids)

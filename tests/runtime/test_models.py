@@ -10,18 +10,32 @@ from runtime.model_runner import ModelRunner
 from runtime.server_args import ServerArgs
 from tests.conftest import prefill_logits
 
-LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-               "original_max_position_embeddings": 64}
+LLAMA3_ROPE = {
+    "rope_type": "llama3",
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 64,
+}
 
 
 def tiny_checkpoint(tmp_path, kind: str):
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-    common = dict(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    common = dict(
+        vocab_size=300,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+    )
     torch.manual_seed(0)
     if kind == "llama3":
-        cfg = LlamaConfig(**common, rope_theta=500000.0, rope_scaling=LLAMA3_ROPE, tie_word_embeddings=False)
+        cfg = LlamaConfig(
+            **common, rope_theta=500000.0, rope_scaling=LLAMA3_ROPE, tie_word_embeddings=False
+        )
         model = LlamaForCausalLM(cfg)
     else:
         cfg = Qwen2Config(**common, rope_theta=10000.0, tie_word_embeddings=True)
@@ -37,7 +51,9 @@ def tiny_checkpoint(tmp_path, kind: str):
 @pytest.mark.parametrize("kind", ["llama3", "qwen2"])
 def test_folder_checkpoint_matches_transformers(tmp_path, kind):
     ref = tiny_checkpoint(tmp_path, kind)
-    runner = ModelRunner(ServerArgs(model_path=str(tmp_path), max_total_tokens=1024, max_running_requests=2))
+    runner = ModelRunner(
+        ServerArgs(model_path=str(tmp_path), max_total_tokens=1024, max_running_requests=2)
+    )
     assert runner.config.architecture.lower().startswith(kind[:4])
     if kind == "qwen2":
         assert runner.config.attention_bias and runner.config.tie_word_embeddings
@@ -52,8 +68,13 @@ def test_llama3_inv_freq_matches_transformers():
     from transformers import LlamaConfig
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-    cfg = LlamaConfig(hidden_size=512, num_attention_heads=4, rope_theta=500000.0, rope_scaling=LLAMA3_ROPE,
-                      max_position_embeddings=512)
+    cfg = LlamaConfig(
+        hidden_size=512,
+        num_attention_heads=4,
+        rope_theta=500000.0,
+        rope_scaling=LLAMA3_ROPE,
+        max_position_embeddings=512,
+    )
     theirs, _ = ROPE_INIT_FUNCTIONS["llama3"](cfg, "cpu")
     ours, _ = rope_inv_freq(128, 500000.0, LLAMA3_ROPE)
     assert torch.allclose(ours, theirs.float(), rtol=1e-6)

@@ -30,14 +30,17 @@ def test_filter_probs_top_k_top_p_min_p():
 
 
 def test_top_p_always_keeps_the_best_token():
-    kept, _ = filter_probs(torch.tensor([[0.9, 0.1]]), torch.tensor([2]), torch.tensor([0.01]),
-                           torch.tensor([0.0]))
+    kept, _ = filter_probs(
+        torch.tensor([[0.9, 0.1]]), torch.tensor([2]), torch.tensor([0.01]), torch.tensor([0.0])
+    )
     assert (kept > 0).tolist() == [[True, False]]
 
 
 def test_greedy_and_banned():
     logits = torch.tensor([[0.0, 5.0, 1.0], [0.0, 5.0, 1.0]])
-    res = Sampler(3).sample(logits, [row(temperature=0), row(temperature=0, banned=[1])], [0, 0], False)
+    res = Sampler(3).sample(
+        logits, [row(temperature=0), row(temperature=0, banned=[1])], [0, 0], False
+    )
     assert res.token_ids == [1, 2]
 
 
@@ -60,8 +63,14 @@ def test_seeded_rows_are_reproducible_whatever_the_batch():
 def test_temperature_sharpens():
     logits = torch.tensor([[0.0, 1.0]])
     s = Sampler(2)
-    cold = sum(s.sample(logits, [row(seed=i, temperature=0.1)], [0], False).token_ids[0] for i in range(200))
-    warm = sum(s.sample(logits, [row(seed=i, temperature=2.0)], [0], False).token_ids[0] for i in range(200))
+    cold = sum(
+        s.sample(logits, [row(seed=i, temperature=0.1)], [0], False).token_ids[0]
+        for i in range(200)
+    )
+    warm = sum(
+        s.sample(logits, [row(seed=i, temperature=2.0)], [0], False).token_ids[0]
+        for i in range(200)
+    )
     assert cold > 190 and 100 < warm < 170
 
 

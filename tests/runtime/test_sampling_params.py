@@ -12,16 +12,19 @@ def test_defaults_and_normalisation():
     assert SamplingParams.from_dict({"temperature": 0}).is_greedy
 
 
-@pytest.mark.parametrize("params, field", [
-    ({"min_new_tokens": 5, "max_new_tokens": 2}, "min_new_tokens"),
-    ({"frequency_penalty": 3}, "frequency_penalty"),
-    ({"presence_penalty": -3}, "presence_penalty"),
-    ({"ignore_eos": "yes"}, "ignore_eos"),
-    ({"seed": 1.5}, "seed"),
-    ({"stop_token_ids": [-1]}, "stop_token_ids"),
-    ({"max_new_tokens": 1.0}, "max_new_tokens"),
-    ({"regex": "a+"}, "regex"),
-])
+@pytest.mark.parametrize(
+    "params, field",
+    [
+        ({"min_new_tokens": 5, "max_new_tokens": 2}, "min_new_tokens"),
+        ({"frequency_penalty": 3}, "frequency_penalty"),
+        ({"presence_penalty": -3}, "presence_penalty"),
+        ({"ignore_eos": "yes"}, "ignore_eos"),
+        ({"seed": 1.5}, "seed"),
+        ({"stop_token_ids": [-1]}, "stop_token_ids"),
+        ({"max_new_tokens": 1.0}, "max_new_tokens"),
+        ({"regex": "a+"}, "regex"),
+    ],
+)
 def test_errors_name_the_field(params, field):
     with pytest.raises(ValueError, match=rf"sampling_params\.{field}"):
         SamplingParams.from_dict(params)
