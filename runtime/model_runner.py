@@ -10,6 +10,12 @@ import torch
 
 from kernels.attention import create_backend
 from runtime.forward_batch import ForwardBatch
+from runtime.layers.packed_linear import (
+    PackedLinear,
+    pack_linears,
+    pack_sizes,
+    packed_gemm_available,
+)
 from runtime.memory_pool import KVPool, ReqToTokenPool
 from runtime.model_loader.loader import load_config, load_weights, prepare_model_folder
 from runtime.models import LlamaForCausalLM
@@ -49,6 +55,14 @@ class ModelRunner:
         load_weights(model, self.model_folder)
         self.model = model.to(self.device, self.dtype).eval()
         self.model.model.rotary.build(self.device)
+        if not args.disable_packed_gemm and packed_gemm_available(self.device, self.dtype):
+            sizes = pack_sizes(args.max_running_requests)
+            extra = pack_linears(self.model, sizes)
+            self.model.logits_proj = PackedLinear(self.model.lm_head_weight.data, None, sizes)
+            extra += self.model.logits_proj.packed_bytes()
+            logger.info(
+                "packed GEMM weights for decode batches up to %s: %.0f MiB", sizes, extra / 2**20
+            )
         self.load_seconds = time.perf_counter() - t0
 
         self.max_total_tokens = self._kv_pool_tokens()

@@ -28,6 +28,7 @@ class ServerArgs:
     random_seed: int = 0
     cache_dir: str | None = None
     log_level: str = "info"
+    disable_packed_gemm: bool = False  # CPU: skip the packed weight copies (saves memory)
     debug_check_memory: bool = False  # assert the KV accounting after every step
 
     def __post_init__(self) -> None:
@@ -143,6 +144,11 @@ class ServerArgs:
         a("--random-seed", type=int, default=0, help="seed for requests that give none")
         a("--cache-dir", default=None, help="where converted weights and tokenizers are cached")
         a("--log-level", default="info", help="logging level")
+        a(
+            "--disable-packed-gemm",
+            action="store_true",
+            help="CPU: no packed weight copies for small decode batches (less memory, slower decode)",
+        )
 
     @classmethod
     def from_cli_args(cls, args: argparse.Namespace) -> ServerArgs:

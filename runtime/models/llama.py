@@ -88,6 +88,7 @@ class LlamaForCausalLM(nn.Module):
         self.tied = cfg.tie_word_embeddings
         if not self.tied:
             self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.logits_proj: nn.Module | None = None  # a faster projection onto the vocabulary, if set
 
     def attention_layers(self) -> list[PagedAttention]:
         return [layer.self_attn.attn for layer in self.model.layers]
@@ -105,6 +106,8 @@ class LlamaForCausalLM(nn.Module):
         return self.model.norm(x)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.logits_proj is not None:
+            return self.logits_proj(hidden).float()
         return F.linear(hidden, self.lm_head_weight).float()
 
     def checkpoint_target(self, name: str) -> tuple[str, slice | None] | None:
