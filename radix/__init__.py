@@ -1,1 +1,5 @@
-"""Radix-tree KV manager (prefix sharing across requests)."""
+"""Radix-tree KV manager: prefix sharing across requests, LRU eviction, lock counts."""
+
+from radix.radix_cache import RadixCache, TreeNode
+
+__all__ = ["RadixCache", "TreeNode"]
