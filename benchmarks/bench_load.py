@@ -19,13 +19,13 @@ from runtime import Engine
 e = Engine(max_total_tokens=4096, log_level="warning")
 t1 = time.perf_counter()
 e.generate("Hi", {"max_new_tokens": 1})
-print(f"{t1 - t0:.2f} {e.runner.load_seconds:.2f}")
+print(f"{t1 - t0:.2f} {e.info['load_seconds']:.2f}")
 e.shutdown()
 """
 
 
 def start_once(cache_dir: str) -> tuple[float, float, float]:
-    """Returns (process wall time, engine construction, weight load) in seconds."""
+    """Returns (process wall time, engine construction, model load in the scheduler process) in seconds."""
     t0 = time.perf_counter()
     out = subprocess.run(
         [sys.executable, "-c", CHILD],

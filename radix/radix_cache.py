@@ -18,7 +18,9 @@ import torch
 class TreeNode:
     __slots__ = ("children", "parent", "key", "value", "lock_ref", "last_access", "alive")
 
-    def __init__(self, parent: TreeNode | None, key: list[int], value: torch.Tensor, time: int) -> None:
+    def __init__(
+        self, parent: TreeNode | None, key: list[int], value: torch.Tensor, time: int
+    ) -> None:
         self.children: dict[tuple[int, ...], TreeNode] = {}
         self.parent = parent
         self.key = key  # token ids on the edge into this node
@@ -213,8 +215,10 @@ class RadixCache:
             for child in sorted(node.children.values(), key=lambda c: c.key):
                 shown = child.key[:max_tokens]
                 more = "..." if len(child.key) > max_tokens else ""
-                lines.append(f"{'  ' * depth}- {shown}{more} len={len(child.key)} "
-                             f"lock={child.lock_ref} t={child.last_access}")
+                lines.append(
+                    f"{'  ' * depth}- {shown}{more} len={len(child.key)} "
+                    f"lock={child.lock_ref} t={child.last_access}"
+                )
                 walk(child, depth + 1)
 
         walk(self.root, 1)

@@ -99,7 +99,7 @@ class Engine:
             if kind == "out":
                 for out in msg[1]:
                     self._route(out.rid, out)
-            elif kind in ("error", "info"):
+            elif kind in ("error", "reply"):
                 self._route(msg[1], msg[2])
 
     def _fail_all(self, why: str) -> None:
@@ -295,21 +295,29 @@ class Engine:
             raise ValueError(f"rid: need {n} distinct ids, got {rid!r}")
         return rids
 
-    def get_server_info(self) -> dict:
-        """Settings, pool sizes and counters, read from the scheduler process."""
-        ticket = f"info-{next(self._tickets)}"
+    def _call(self, name: str):
+        """Runs a scheduler method between two of its steps and returns its result."""
+        ticket = f"call-{next(self._tickets)}"
         q: queue.Queue = queue.Queue()
         with self._routes_lock:
             self._routes[ticket] = q
         try:
-            self._post(("info", ticket))
-            _, info = q.get(timeout=60)
+            self._post(("call", ticket, name))
+            _, value = q.get(timeout=60)
         finally:
             with self._routes_lock:
                 self._routes.pop(ticket, None)
-        if isinstance(info, Exception):
-            raise info
-        return info
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    def get_server_info(self) -> dict:
+        """Settings, pool sizes, cache hit rate, token usage and counters."""
+        return self._call("server_info")
+
+    def flush_cache(self) -> bool:
+        """Empties the prefix cache; False (nothing done) while requests are queued or running."""
+        return self._call("flush_cache")
 
     def shutdown(self) -> None:
         """Stops the scheduler process (aborting what runs) and removes the socket folder."""

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from dataclasses import dataclass
 
-SCHEDULE_POLICIES = ("fcfs",)
+SCHEDULE_POLICIES = ("lpm", "dfs-weight", "fcfs", "random")
 ATTENTION_BACKENDS = ("torch_native",)
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -23,7 +23,9 @@ class ServerArgs:
     max_running_requests: int = 64
     max_prefill_tokens: int = 8192
     chunked_prefill_size: int = 2048
-    schedule_policy: str = "fcfs"
+    schedule_policy: str = "lpm"
+    disable_radix_cache: bool = False
+    page_size: int = 1
     attention_backend: str = "torch_native"
     random_seed: int = 0
     cache_dir: str | None = None
@@ -51,6 +53,7 @@ class ServerArgs:
             f"must be one of {SCHEDULE_POLICIES}, got {self.schedule_policy!r}",
         )
         need(self.max_running_requests >= 1, "max_running_requests", "must be >= 1")
+        need(self.page_size >= 1, "page_size", "must be >= 1")
         need(self.max_prefill_tokens >= 16, "max_prefill_tokens", "must be >= 16")
         need(
             self.chunked_prefill_size == -1 or self.chunked_prefill_size >= 16,

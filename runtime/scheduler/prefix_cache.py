@@ -1,17 +1,28 @@
-"""The prefix-cache interface the scheduler talks to, and the variant that shares nothing.
+"""The prefix caches the scheduler talks to: the radix tree over the KV pool, and no sharing.
 
-A KV slot is free, held by the cache, or held by a running request; the scheduler's accounting
-check adds the three up. The radix tree implements the same verbs with real sharing.
+A KV slot is free, held by the cache, or held by a running request; `Scheduler.check_memory`
+adds the three up. A request's first `cache_owned_len` slots belong to the cache (a locked path);
+the rest are its own until it hands them over.
 """
 
 from __future__ import annotations
 
 import torch
 
+from radix import RadixCache
 from runtime.memory_pool import KVPool, ReqToTokenPool
+
+_EMPTY = torch.empty(0, dtype=torch.int64)
 
 
 class PrefixCache:
+    def __init__(self, req_to_token_pool: ReqToTokenPool, kv_pool: KVPool) -> None:
+        self.req_to_token_pool = req_to_token_pool
+        self.kv_pool = kv_pool
+
+    def _slots(self, req) -> torch.Tensor:
+        return self.req_to_token_pool.req_to_token[req.req_pool_idx, : req.kv_len].cpu()
+
     def match_prefix(self, token_ids: list[int]) -> tuple[torch.Tensor, object]:
         """Longest cached prefix of `token_ids`: (its KV slots, a handle to lock)."""
         raise NotImplementedError
@@ -22,12 +33,16 @@ class PrefixCache:
     def dec_lock_ref(self, handle) -> None:
         raise NotImplementedError
 
+    def cache_unfinished_req(self, req) -> None:
+        """Shares the request's KV so far while it keeps running."""
+        raise NotImplementedError
+
     def cache_finished_req(self, req) -> None:
-        """The request is done: keep what is worth keeping, free the rest of its KV."""
+        """The request lets go of its KV: the cache keeps what it can, the rest is freed."""
         raise NotImplementedError
 
     def evict(self, num_tokens: int) -> int:
-        """Frees up to `num_tokens` unlocked slots; returns how many were freed."""
+        """Frees at least `num_tokens` unlocked slots if it can; returns how many were freed."""
         raise NotImplementedError
 
     def evictable_size(self) -> int:
@@ -44,14 +59,10 @@ class PrefixCache:
 
 
 class NoPrefixCache(PrefixCache):
-    """Shares nothing: every request computes its whole prompt and frees its KV when done."""
+    """Shares nothing (`--disable-radix-cache`): every request computes its whole prompt."""
 
-    def __init__(self, req_to_token_pool: ReqToTokenPool, kv_pool: KVPool) -> None:
-        self.req_to_token_pool = req_to_token_pool
-        self.kv_pool = kv_pool
-
-    def match_prefix(self, token_ids: list[int]) -> tuple[torch.Tensor, object]:
-        return torch.empty(0, dtype=torch.int64), None
+    def match_prefix(self, token_ids):
+        return _EMPTY, None
 
     def inc_lock_ref(self, handle) -> None:
         pass
@@ -59,9 +70,11 @@ class NoPrefixCache(PrefixCache):
     def dec_lock_ref(self, handle) -> None:
         pass
 
+    def cache_unfinished_req(self, req) -> None:
+        pass
+
     def cache_finished_req(self, req) -> None:
-        slots = self.req_to_token_pool.req_to_token[req.req_pool_idx, : req.kv_len]
-        self.kv_pool.free(slots)
+        self.kv_pool.free(self._slots(req))
 
     def evict(self, num_tokens: int) -> int:
         return 0
@@ -77,3 +90,66 @@ class NoPrefixCache(PrefixCache):
 
     def reset(self) -> None:
         pass
+
+
+class RadixPrefixCache(PrefixCache):
+    """The radix tree keyed by prompt + generated tokens, so a chat's next turn reuses the last."""
+
+    def __init__(
+        self, req_to_token_pool: ReqToTokenPool, kv_pool: KVPool, page_size: int = 1
+    ) -> None:
+        super().__init__(req_to_token_pool, kv_pool)
+        self.tree = RadixCache(page_size)
+
+    def match_prefix(self, token_ids):
+        return self.tree.match_prefix(token_ids)
+
+    def inc_lock_ref(self, handle) -> None:
+        self.tree.inc_lock_ref(handle)
+
+    def dec_lock_ref(self, handle) -> None:
+        self.tree.dec_lock_ref(handle)
+
+    def _insert(self, req) -> int:
+        """Inserts the request's KV; frees its duplicate slots; returns the inserted length."""
+        slots = self._slots(req)
+        tokens = req.fill_ids[: req.kv_len]
+        already = self.tree.insert(tokens, slots)
+        self.kv_pool.free(slots[req.cache_owned_len : already])  # the tree holds its own copies
+        return len(tokens) - len(tokens) % self.tree.page_size
+
+    def cache_unfinished_req(self, req) -> None:
+        inserted = self._insert(req)
+        indices, handle = self.tree.match_prefix(req.fill_ids[:inserted])
+        table = self.req_to_token_pool.req_to_token
+        table[req.req_pool_idx, : len(indices)] = indices.to(table.device)
+        self.tree.inc_lock_ref(handle)
+        self.tree.dec_lock_ref(req.prefix_handle)
+        req.prefix_handle = handle
+        req.cache_owned_len = len(indices)
+
+    def cache_finished_req(self, req) -> None:
+        inserted = self._insert(req)
+        self.kv_pool.free(self._slots(req)[inserted:])  # a partial last page
+        self.tree.dec_lock_ref(req.prefix_handle)
+        req.prefix_handle = None
+
+    def evict(self, num_tokens: int) -> int:
+        freed = self.tree.evict(num_tokens)
+        self.kv_pool.free(freed)
+        return len(freed)
+
+    def evictable_size(self) -> int:
+        return self.tree.evictable_size()
+
+    def protected_size(self) -> int:
+        return self.tree.protected_size()
+
+    def total_size(self) -> int:
+        return self.tree.total_size()
+
+    def reset(self) -> None:
+        """Frees every slot the tree holds; only valid while no request holds a lock."""
+        assert self.tree.protected_size() == 0, "reset while requests hold cached prefixes"
+        self.evict(self.tree.total_size())
+        self.tree.reset()

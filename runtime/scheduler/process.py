@@ -3,8 +3,9 @@
 Running the scheduler as the main thread of its own process keeps torch's intra-op thread pool
 to itself (in a side thread of a busy process, decode ran at half speed on a 2-core machine), and
 it is the shape the HTTP server uses too. Messages are pickled tuples:
-  in:  ("add", GenerateInput) | ("abort", rid) | ("info", ticket) | ("shutdown",)
-  out: ("ready", info) | ("out", [ReqOutput]) | ("error", rid, Exception) | ("info", ticket, dict)
+  in:  ("add", GenerateInput) | ("abort", rid) | ("call", ticket, name) | ("shutdown",)
+  out: ("ready", info) | ("out", [ReqOutput]) | ("error", rid, Exception) | ("reply", ticket, value)
+A call runs `server_info` or `flush_cache` between two steps.
 """
 
 from __future__ import annotations
@@ -30,10 +31,7 @@ def scheduler_info(runner, scheduler) -> dict:
         "max_total_tokens": runner.max_total_tokens,
         "context_length": runner.context_len,
         "vocab_size": runner.config.vocab_size,
-        "num_waiting_reqs": len(scheduler.waiting),
-        "num_running_reqs": len(scheduler.active_reqs()),
-        "kv_free_tokens": runner.kv_pool.available_size(),
-        **scheduler.stats,
+        **scheduler.load_stats(),
     }
 
 
@@ -94,8 +92,12 @@ def _serve(recv, send, runner, scheduler, parent: int) -> None:
                     send.send_pyobj(("error", msg[1].rid, e))
             elif kind == "abort":
                 send.send_pyobj(("out", scheduler.abort_request(msg[1])))
-            elif kind == "info":
-                send.send_pyobj(("info", msg[1], scheduler_info(runner, scheduler)))
+            elif kind == "call":
+                calls = {
+                    "server_info": lambda: scheduler_info(runner, scheduler),
+                    "flush_cache": scheduler.flush_cache,
+                }
+                send.send_pyobj(("reply", msg[1], calls[msg[2]]()))
         if scheduler.has_work():
             outputs = scheduler.step()
             if outputs:

@@ -72,6 +72,8 @@ class Req:
         self.req_pool_idx: int | None = None
         self.kv_len = 0  # tokens whose KV is written
         self.cache_owned_len = 0  # leading KV slots owned by the prefix cache, not by this request
+        self.prefix_handle = None  # the locked cache node those slots hang from
+        self.extend_len = 0  # tokens this request computes in the current extend batch
         self.cached_tokens = 0  # prompt tokens reused from the cache
         self.finished: FinishReason | None = None
         self.arrival = time.perf_counter()
@@ -98,7 +100,21 @@ class Req:
 
     @property
     def prefill_done(self) -> bool:
-        return self.kv_len >= len(self.input_ids)
+        """All tokens but the one about to be sampled have KV (also after a retraction)."""
+        return self.kv_len >= len(self.input_ids) + len(self.output_ids)
+
+    def match_ids(self) -> list[int]:
+        """The tokens a cached prefix may cover: at least one must be computed to get logits,
+        and input logprobs need the logits from their start on."""
+        ids = self.fill_ids
+        limit = len(ids) - 1
+        if (
+            self.return_logprob
+            and not self.sent_input_logprobs
+            and self.logprob_start_len < len(self.input_ids)
+        ):
+            limit = min(limit, max(self.logprob_start_len - 1, 0))
+        return ids[:limit]
 
     def banned_ids(self) -> list[int]:
         if len(self.output_ids) < self.params.min_new_tokens:

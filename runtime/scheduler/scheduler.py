@@ -1,7 +1,10 @@
 """The continuous-batching loop: admit waiting requests into prefill, decode the running ones.
 
 Each `step()` runs one forward: a prefill (extend) batch when requests wait and fit, otherwise
-one decode step of every running request. Finished requests leave and new ones join between steps.
+one decode step of every running request. Finished requests leave and new ones join between
+steps. Admission is optimistic about how many tokens running requests will still generate; when
+a decode step finds no free slot, the prefix cache is evicted first, then the newest running
+request is retracted to the waiting queue (its KV left in the cache) and resumed later.
 """
 
 from __future__ import annotations
@@ -13,27 +16,56 @@ import torch
 from runtime.forward_batch import ForwardBatch, ForwardMode
 from runtime.model_runner import ModelRunner
 from runtime.sampling.sampler import Sampler, SampleRow
-from runtime.scheduler.prefix_cache import NoPrefixCache, PrefixCache
+from runtime.scheduler.prefix_cache import NoPrefixCache, PrefixCache, RadixPrefixCache
 from runtime.scheduler.req import FinishReason, GenerateInput, Req, ReqOutput
+from runtime.scheduler.schedule_policy import SchedulePolicy
 
 logger = logging.getLogger(__name__)
+
+# Share of a running request's remaining max_new_tokens that admission keeps free for it.
+INIT_NEW_TOKEN_RATIO, MIN_NEW_TOKEN_RATIO, NEW_TOKEN_RATIO_DECAY = 0.7, 0.1, 0.002
+RETRACT_RATIO_STEP = 0.2
+# A waiting request that shares this many more tokens with one admitted in the same batch than
+# the cache holds waits a step and reuses that one's KV instead of computing the prefix twice.
+IN_BATCH_SHARE_MIN = 32
+LOG_EVERY_STEPS = 50
+
+
+def common_prefix_len(a: list[int], b: list[int]) -> int:
+    n, limit = 0, min(len(a), len(b))
+    while n < limit and a[n] == b[n]:
+        n += 1
+    return n
 
 
 class Scheduler:
     def __init__(self, runner: ModelRunner, tokenizer, eos_ids: set[int]) -> None:
         self.runner = runner
-        self.args = runner.args
+        self.args = args = runner.args
         self.tokenizer = tokenizer
         self.eos_ids = eos_ids
         self.req_to_token_pool = runner.req_to_token_pool
         self.kv_pool = runner.kv_pool
-        self.cache: PrefixCache = NoPrefixCache(self.req_to_token_pool, self.kv_pool)
+        self.cache: PrefixCache = (
+            NoPrefixCache(self.req_to_token_pool, self.kv_pool)
+            if args.disable_radix_cache
+            else RadixPrefixCache(self.req_to_token_pool, self.kv_pool, args.page_size)
+        )
+        self.policy = SchedulePolicy(args.schedule_policy, self.cache, args.random_seed)
         self.sampler = Sampler(runner.config.vocab_size)
         self.waiting: list[Req] = []
         self.running: list[Req] = []  # prompt done, decoding
         self.chunked: Req | None = None  # prompt partly prefilled
-        self.stats = {"prefill_tokens": 0, "decode_tokens": 0, "steps": 0}
-        torch.manual_seed(self.args.random_seed)
+        self.new_token_ratio = INIT_NEW_TOKEN_RATIO
+        self.stats = {
+            "prefill_tokens": 0,
+            "decode_tokens": 0,
+            "steps": 0,
+            "prompt_tokens": 0,
+            "cached_prompt_tokens": 0,
+            "retractions": 0,
+        }
+        torch.manual_seed(args.random_seed)
 
     # ---- requests in and out ----
 
@@ -48,12 +80,7 @@ class Scheduler:
 
     def abort_request(self, rid: str) -> list[ReqOutput]:
         """Drops the request wherever it is and releases what it holds."""
-        for req in self.waiting:
-            if req.rid == rid:
-                self.waiting.remove(req)
-                req.finished = FinishReason("abort")
-                return [self._output(req, [])]
-        for req in [*self.running, *([self.chunked] if self.chunked else [])]:
+        for req in [*self.waiting, *self.active_reqs()]:
             if req.rid == rid:
                 req.finished = FinishReason("abort")
                 self._release(req)
@@ -66,6 +93,13 @@ class Scheduler:
     def active_reqs(self) -> list[Req]:
         return [*self.running, *([self.chunked] if self.chunked else [])]
 
+    def flush_cache(self) -> bool:
+        """Empties the prefix cache; refused (False) while requests are queued or running."""
+        if self.has_work():
+            return False
+        self.cache.reset()
+        return True
+
     # ---- one iteration ----
 
     def step(self) -> list[ReqOutput]:
@@ -73,9 +107,13 @@ class Scheduler:
         batch = self._admit_prefill()
         if batch:
             run, mode = self._run_extend, "prefill"
-        elif self.running:
-            batch, run, mode = list(self.running), self._run_decode, "decode"
         else:
+            self._ensure_decode_room()
+            batch, run, mode = list(self.running), self._run_decode, "decode"
+            self.new_token_ratio = max(
+                MIN_NEW_TOKEN_RATIO, self.new_token_ratio - NEW_TOKEN_RATIO_DECAY
+            )
+        if not batch:
             return []
         try:
             outputs = run(batch)
@@ -83,18 +121,73 @@ class Scheduler:
             logger.exception("%s step failed; aborting its %d request(s)", mode, len(batch))
             outputs = []
             for req in batch:
-                if req in self.waiting:
-                    self.waiting.remove(req)
                 req.finished = FinishReason("abort", message=f"{type(e).__name__}: {e}")
                 self._release(req)
                 outputs.append(self._output(req, []))
         if self.args.debug_check_memory:
             self.check_memory()
+        if self.stats["steps"] % LOG_EVERY_STEPS == 0:
+            s = self.load_stats()
+            logger.info(
+                "running %d, waiting %d, token usage %.1f%%, cache hit rate %.1f%%, retracted %d",
+                s["num_running_reqs"],
+                s["num_waiting_reqs"],
+                100 * s["token_usage"],
+                100 * s["cache_hit_rate"],
+                self.stats["retractions"],
+            )
         return outputs
 
-    def _future_need(self, req: Req) -> int:
-        """KV slots the request may still take: the rest of its prompt and every token it may generate."""
-        return max(0, len(req.input_ids) + req.params.max_new_tokens - req.kv_len)
+    def load_stats(self) -> dict:
+        used = self.kv_pool.size - self.kv_pool.available_size() - self.cache.evictable_size()
+        prompt = self.stats["prompt_tokens"]
+        return {
+            **self.stats,
+            "num_waiting_reqs": len(self.waiting),
+            "num_running_reqs": len(self.active_reqs()),
+            "kv_free_tokens": self.kv_pool.available_size(),
+            "cache_tokens": self.cache.total_size(),
+            "token_usage": used / self.kv_pool.size,
+            "cache_hit_rate": self.stats["cached_prompt_tokens"] / prompt if prompt else 0.0,
+        }
+
+    # ---- memory ----
+
+    def _reserve(self, req: Req) -> int:
+        """Slots a request may still take: the rest of its prompt and a share of its output."""
+        prompt_left = max(0, len(req.fill_ids) - req.kv_len)
+        output_left = req.params.max_new_tokens - len(req.output_ids)
+        return prompt_left + int(output_left * self.new_token_ratio)
+
+    def _alloc_kv(self, n: int) -> torch.Tensor:
+        short = n - self.kv_pool.available_size()
+        if short > 0:
+            self.cache.evict(short)
+        slots = self.kv_pool.alloc(n)
+        if slots is None:
+            raise RuntimeError(f"out of KV slots: need {n}, {self.kv_pool.available_size()} free")
+        return slots
+
+    def _ensure_decode_room(self) -> None:
+        """Makes one slot per running request free: evict cached prefixes, else retract."""
+        while self.running:
+            short = len(self.running) - self.kv_pool.available_size()
+            if short <= 0 or self.cache.evict(short) >= short:
+                return
+            self._retract(self.running[-1])
+
+    def _retract(self, req: Req) -> None:
+        self._release(req)
+        self.waiting.insert(0, req)
+        self.new_token_ratio = min(1.0, self.new_token_ratio + RETRACT_RATIO_STEP)
+        self.stats["retractions"] += 1
+        logger.info(
+            "KV pool full: retracted request %s after %d tokens; it resumes later",
+            req.rid,
+            len(req.output_ids),
+        )
+
+    # ---- prefill ----
 
     def _admit_prefill(self) -> list[Req]:
         """Picks requests for one extend batch under the token, request and memory budgets."""
@@ -103,32 +196,60 @@ class Scheduler:
         batch: list[Req] = []
         if self.chunked is not None:
             req, self.chunked = self.chunked, None
-            req.extend_len = min(len(req.input_ids) - req.kv_len, budget, chunk)
+            req.extend_len = min(len(req.fill_ids) - req.kv_len, budget, chunk)
             budget -= req.extend_len
             batch.append(req)
-            if req.kv_len + req.extend_len < len(req.input_ids):
+            if req.kv_len + req.extend_len < len(req.fill_ids):
                 self.chunked = req
                 return batch
+        if not self.waiting:
+            return batch
         room = self.kv_pool.available_size() + self.cache.evictable_size()
-        room -= sum(self._future_need(r) for r in self.active_reqs() + batch)
-        free_req_slots = self.req_to_token_pool.available_size()
+        room -= sum(self._reserve(r) for r in self.running + batch)
         running = len(self.running) + len(batch)
-        while self.waiting and budget > 0:
-            req = self.waiting[0]  # fcfs
-            need = self._future_need(req)
-            if running >= self.args.max_running_requests or free_req_slots == 0 or need > room:
+        for req in self.policy.order(self.waiting):
+            if budget <= 0 or running >= self.args.max_running_requests:
                 break
-            self.waiting.pop(0)
-            room -= need
-            free_req_slots -= 1
+            if self.req_to_token_pool.available_size() == 0:
+                break
+            indices, handle = self.cache.match_prefix(req.match_ids())
+            if any(
+                common_prefix_len(req.fill_ids, b.fill_ids) - len(indices) >= IN_BATCH_SHARE_MIN
+                for b in batch
+            ):
+                continue  # computed by a request in this batch; reuse it next step
+            before = self.cache.evictable_size()
+            self.cache.inc_lock_ref(handle)
+            locked = before - self.cache.evictable_size()
+            cost = len(req.fill_ids) - len(indices) + self._reserve_output(req)
+            if cost > room - locked:
+                self.cache.dec_lock_ref(handle)
+                break
+            room -= locked + cost
+            self._admit(req, indices, handle)
             running += 1
-            req.extend_len = min(len(req.input_ids) - req.kv_len, budget, chunk)
+            req.extend_len = min(len(req.fill_ids) - req.kv_len, budget, chunk)
             budget -= req.extend_len
             batch.append(req)
-            if req.kv_len + req.extend_len < len(req.input_ids):
+            if req.kv_len + req.extend_len < len(req.fill_ids):
                 self.chunked = req  # the rest follows in later steps
                 break
         return batch
+
+    def _reserve_output(self, req: Req) -> int:
+        return int((req.params.max_new_tokens - len(req.output_ids)) * self.new_token_ratio)
+
+    def _admit(self, req: Req, indices: torch.Tensor, handle) -> None:
+        self.waiting.remove(req)
+        req.req_pool_idx = self.req_to_token_pool.alloc()
+        table = self.req_to_token_pool.req_to_token
+        table[req.req_pool_idx, : len(indices)] = indices.to(table.device)
+        req.kv_len = req.cache_owned_len = len(indices)
+        req.prefix_handle = handle
+        if not req.output_ids:  # a resumed request was counted when it first came in
+            req.cached_tokens = len(indices)
+            self.stats["prompt_tokens"] += len(req.input_ids)
+            self.stats["cached_prompt_tokens"] += len(indices)
 
     def _run_extend(self, batch: list[Req]) -> list[ReqOutput]:
         table = self.req_to_token_pool.req_to_token
@@ -137,13 +258,10 @@ class Scheduler:
         plans = []  # per request: (first logprob row, logprob positions, sample row or None)
         row = 0
         for req in batch:
-            if req.req_pool_idx is None:
-                req.req_pool_idx = self.req_to_token_pool.alloc()
-            start, ext = req.kv_len, req.extend_len
-            slots = self.kv_pool.alloc(ext)
-            assert slots is not None, "admission reserved these slots"
+            start, ext, fill = req.kv_len, req.extend_len, req.fill_ids
+            slots = self._alloc_kv(ext)
             table[req.req_pool_idx, start : start + ext] = slots.to(table.device)
-            ids.extend(req.input_ids[start : start + ext])
+            ids.extend(fill[start : start + ext])
             positions.extend(range(start, start + ext))
             locs.append(slots)
             prefix_lens.append(start)
@@ -151,13 +269,14 @@ class Scheduler:
             seq_lens.append(start + ext)
             pool_idx.append(req.req_pool_idx)
             # Input logprob of token j comes from the logits at position j - 1.
-            lp_lo = max(req.logprob_start_len, 1) - 1
-            lp_pos = range(max(lp_lo, start), min(len(req.input_ids) - 1, start + ext))
+            lp_pos = range(0)
+            if req.return_logprob and not req.sent_input_logprobs:
+                lp_lo = max(req.logprob_start_len, 1) - 1
+                lp_pos = range(max(lp_lo, start), min(len(req.input_ids) - 1, start + ext))
             lp_first = len(logit_rows)
             logit_rows.extend(row + p - start for p in lp_pos)
-            done = start + ext == len(req.input_ids)
             sample_row = None
-            if done and req.params.max_new_tokens > 0:
+            if start + ext == len(fill) and req.params.max_new_tokens > len(req.output_ids):
                 sample_row = len(logit_rows)
                 logit_rows.append(row + ext - 1)
             plans.append((lp_first, lp_pos, sample_row))
@@ -177,10 +296,11 @@ class Scheduler:
             req.kv_len += req.extend_len
             if len(lp_pos):
                 self._record_input_logprobs(req, logits[lp_first : lp_first + len(lp_pos)], lp_pos)
+            self.cache.cache_unfinished_req(req)  # later requests may share it from now on
             if not req.prefill_done:
                 continue
             if sample_row is None:  # max_new_tokens == 0: prefill only
-                req.finished = FinishReason("length", length=0)
+                req.finished = FinishReason("length", length=len(req.output_ids))
                 self._release(req)
                 outputs.append(self._output(req, []))
             else:
@@ -191,10 +311,11 @@ class Scheduler:
             outputs += self._sample_and_advance([q for q, _ in sampling], logits[rows])
         return outputs
 
+    # ---- decode ----
+
     def _run_decode(self, batch: list[Req]) -> list[ReqOutput]:
         table = self.req_to_token_pool.req_to_token
-        slots = self.kv_pool.alloc(len(batch))
-        assert slots is not None, "admission reserved every decode slot"
+        slots = self._alloc_kv(len(batch))
         pool_idx = [r.req_pool_idx for r in batch]
         kv_lens = [r.kv_len for r in batch]
         dev = self.runner.device
@@ -253,7 +374,9 @@ class Scheduler:
             req.input_top_logprobs += [list(zip(v, i)) for v, i in zip(vals.tolist(), idx.tolist())]
 
     def _release(self, req: Req) -> None:
-        """Returns a request's KV and request slot; it leaves the running set."""
+        """Hands the request's KV to the cache and frees its request slot; it stops running."""
+        if req in self.waiting:
+            self.waiting.remove(req)
         if req in self.running:
             self.running.remove(req)
         if self.chunked is req:
@@ -262,7 +385,7 @@ class Scheduler:
             self.cache.cache_finished_req(req)
             self.req_to_token_pool.free(req.req_pool_idx)
             req.req_pool_idx = None
-            req.kv_len = 0
+            req.kv_len = req.cache_owned_len = 0
 
     def _output(self, req: Req, new_ids: list[int]) -> ReqOutput:
         out = ReqOutput(
@@ -273,11 +396,8 @@ class Scheduler:
             cached_tokens=req.cached_tokens,
             finish_reason=req.finished,
         )
-        if (
-            req.return_logprob
-            and not req.sent_input_logprobs
-            and (req.prefill_done or req.finished)
-        ):
+        prompt_seen = req.kv_len >= len(req.input_ids) or req.finished
+        if req.return_logprob and not req.sent_input_logprobs and prompt_seen:
             first = [(None, req.input_ids[0])] if req.logprob_start_len == 0 else []
             out.input_token_logprobs = first + req.input_token_logprobs
             if req.top_logprobs_num:
@@ -297,7 +417,7 @@ class Scheduler:
             f"KV accounting broken: free {free} + cache {self.cache.total_size()} + running {held} "
             f"!= {self.kv_pool.size}"
         )
-        assert len(set(self.kv_pool.free_slot_set())) == free, "a KV slot is on the free list twice"
+        assert len(self.kv_pool.free_slot_set()) == free, "a KV slot is on the free list twice"
         assert (
             self.req_to_token_pool.available_size() + len(active) == self.req_to_token_pool.size
         ), "request-slot accounting broken"

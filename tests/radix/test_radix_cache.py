@@ -99,7 +99,9 @@ class RadixMachine(RuleBasedStateMachine):
         assert cached == expected * ps
         pages = self.pages(seq)
         keep = len(pages) * ps
-        self.free.extend(slots[:cached].tolist() + slots[keep:].tolist())  # duplicates, partial page
+        self.free.extend(
+            slots[:cached].tolist() + slots[keep:].tolist()
+        )  # duplicates, partial page
         for i in range(expected, len(pages)):
             self.ref[tuple(pages[: i + 1])] = slots[i * ps : (i + 1) * ps].tolist()
         self.touch(seq, len(pages))

@@ -54,7 +54,8 @@ def test_small_chunked_prefill_and_small_budget(prompt_ids, reference):
         assert [r["output_ids"] for r in out] == reference
         info = eng.get_server_info()
         assert info["steps"] > len(prompt_ids)
-        assert info["kv_free_tokens"] == 2048
+        assert info["kv_free_tokens"] + info["cache_tokens"] == 2048
+        assert eng.flush_cache() and eng.get_server_info()["kv_free_tokens"] == 2048
 
 
 def test_long_prompt_is_chunked(engine):
