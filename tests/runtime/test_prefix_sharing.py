@@ -1,0 +1,128 @@
+"""The radix cache in the running engine: reuse, equality of outputs, policies, memory pressure."""
+
+from __future__ import annotations
+
+import pytest
+
+from runtime import Engine
+
+SYSTEM = (
+    "You are a careful assistant for a small bakery. You answer questions about opening hours, "
+    "bread, cakes, prices and orders. Opening hours are 7am to 6pm on weekdays and 8am to 2pm on "
+    "Saturdays; the bakery is closed on Sundays. Sourdough costs 5 dollars, a baguette 3 dollars, "
+    "and a whole cake between 20 and 40 dollars. Orders for cakes need two days' notice. "
+)
+QUESTIONS = [
+    "When do you open on Saturday?",
+    "How much is a baguette?",
+    "Can I order a cake for tomorrow?",
+    "Are you open on Sunday?",
+    "What does sourdough cost?",
+    "Do you sell cakes?",
+]
+GREEDY = {"temperature": 0, "max_new_tokens": 12, "ignore_eos": True}
+
+
+def chat(tok, system: str, question: str) -> list[int]:
+    msgs = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+    enc = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
+    return list(enc["input_ids"] if hasattr(enc, "keys") else enc)
+
+
+@pytest.fixture(scope="module")
+def prompts(engine):
+    return [chat(engine.tokenizer, SYSTEM, q) for q in QUESTIONS]
+
+
+@pytest.fixture(scope="module")
+def no_cache_outputs(prompts):
+    with Engine(max_total_tokens=4096, disable_radix_cache=True, debug_check_memory=True,
+                log_level="warning") as eng:
+        out = [r["output_ids"] for r in eng.generate(input_ids=prompts, sampling_params=GREEDY)]
+        assert all(r["meta_info"]["cached_tokens"] == 0
+                   for r in eng.generate(input_ids=prompts[:2], sampling_params=GREEDY))
+        return out
+
+
+def test_shared_system_prompt_is_reused(engine, prompts, no_cache_outputs):
+    assert engine.flush_cache()
+    first = engine.generate(input_ids=prompts[0], sampling_params=GREEDY)
+    assert first["meta_info"]["cached_tokens"] == 0
+    rest = engine.generate(input_ids=prompts[1:], sampling_params=GREEDY)
+    system_len = len(chat(engine.tokenizer, SYSTEM, ""))  # roughly the shared part
+    for r in rest:
+        assert r["meta_info"]["cached_tokens"] >= system_len - 10
+    assert [first["output_ids"]] + [r["output_ids"] for r in rest] == no_cache_outputs
+    again = engine.generate(input_ids=prompts[0], sampling_params=GREEDY)
+    assert again["meta_info"]["cached_tokens"] == len(prompts[0]) - 1
+    assert again["output_ids"] == first["output_ids"]
+    info = engine.get_server_info()
+    assert 0 < info["cache_hit_rate"] <= 1 and info["cache_tokens"] > 0
+
+
+def test_next_chat_turn_reuses_the_answer(engine):
+    tok = engine.tokenizer
+    turn1 = [{"role": "user", "content": "Name a fruit."}]
+    ids1 = chat(tok, "Be brief.", "Name a fruit.")
+    r1 = engine.generate(input_ids=ids1, sampling_params={"temperature": 0, "max_new_tokens": 20})
+    turn2 = [{"role": "system", "content": "Be brief."}, *turn1,
+             {"role": "assistant", "content": r1["text"]}, {"role": "user", "content": "Another?"}]
+    enc = tok.apply_chat_template(turn2, add_generation_prompt=True, tokenize=True)
+    ids2 = list(enc["input_ids"] if hasattr(enc, "keys") else enc)
+    r2 = engine.generate(input_ids=ids2, sampling_params={"temperature": 0, "max_new_tokens": 5})
+    assert r2["meta_info"]["cached_tokens"] > len(ids1)  # the prompt and the answer were cached
+
+
+def test_in_batch_sharing_computes_the_prefix_once(prompts):
+    with Engine(max_total_tokens=4096, debug_check_memory=True, log_level="warning") as eng:
+        out = eng.generate(input_ids=prompts, sampling_params={**GREEDY, "max_new_tokens": 2})
+        info = eng.get_server_info()
+    shared = min(len(p) for p in prompts) - 12
+    total = sum(len(p) for p in prompts)
+    assert info["prefill_tokens"] < total - (len(prompts) - 1) * shared * 0.9
+    assert sum(r["meta_info"]["cached_tokens"] > shared for r in out) == len(prompts) - 1
+
+
+@pytest.mark.parametrize("policy", ["lpm", "dfs-weight", "fcfs", "random"])
+def test_every_policy_gives_the_same_greedy_outputs(policy, prompts, no_cache_outputs):
+    with Engine(max_total_tokens=4096, schedule_policy=policy, debug_check_memory=True,
+                log_level="warning") as eng:
+        mixed = [prompts[i] for i in (3, 0, 5, 1, 4, 2)]
+        out = eng.generate(input_ids=mixed, sampling_params=GREEDY)
+        assert [r["output_ids"] for r in out] == [no_cache_outputs[i] for i in (3, 0, 5, 1, 4, 2)]
+
+
+def test_memory_pressure_retracts_and_outputs_stay_the_same(prompts, no_cache_outputs):
+    # A request ends holding ~190 slots (~100 of them the shared prefix); 300 cannot hold six.
+    params = {**GREEDY, "max_new_tokens": 80}
+    with Engine(max_total_tokens=300, disable_radix_cache=True, log_level="warning") as eng:
+        ref = [r["output_ids"] for r in eng.generate(input_ids=prompts[:1], sampling_params=params)]
+    for disable in (False, True):
+        with Engine(max_total_tokens=300, disable_radix_cache=disable, debug_check_memory=True,
+                    log_level="warning") as eng:
+            out = eng.generate(input_ids=prompts, sampling_params=params)
+            info = eng.get_server_info()
+        assert info["retractions"] > 0, "the pool was large enough; the test proves nothing"
+        assert out[0]["output_ids"] == ref[0]
+        assert [r["output_ids"][:12] for r in out] == no_cache_outputs
+        assert info["kv_free_tokens"] + info["cache_tokens"] == 300
+
+
+def test_flush_is_refused_while_running(engine):
+    import threading
+
+    done = threading.Event()
+
+    def long_request() -> None:
+        engine.generate("Tell me a story.", {"max_new_tokens": 200, "ignore_eos": True})
+        done.set()
+
+    t = threading.Thread(target=long_request)
+    t.start()
+    for _ in range(200):
+        if engine.get_server_info()["num_running_reqs"]:
+            break
+    assert engine.flush_cache() is False
+    t.join()
+    assert engine.flush_cache() is True
+    assert engine.get_server_info()["cache_tokens"] == 0
