@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 
 import torch
@@ -9,42 +10,114 @@ import torch.nn.functional as F
 
 from kernels.attention.backend import AttentionBackend
 
+# Decoding requests whose first KV slots are the same (a prefix shared through the radix cache)
+# attend to that prefix together once it is at least this long, instead of each gathering a copy.
+MIN_SHARED_PREFIX = 16
+
 
 @dataclass
 class _DecodeMeta:
-    kv_indices: torch.Tensor  # [batch, max_len] KV slots, padded
-    mask: torch.Tensor  # [batch, 1, 1, max_len] True where the key is real
+    suffix_idx: torch.Tensor  # [batch, max_suffix] each request's KV slots past its shared prefix
+    suffix_mask: torch.Tensor  # [batch, 1, 1, max_suffix] 0 where the key is real, -inf past it
+    groups: list[tuple[torch.Tensor, torch.Tensor]]  # (batch rows, shared prefix slots [P])
+
+
+def _shared_prefix_groups(kv: torch.Tensor, seq_lens: list[int]) -> tuple[list, list[int]]:
+    """Finds batch rows whose KV slot rows begin alike (a trie over where they diverge); each row
+    joins the deepest group of two or more it belongs to. Returns (groups, each row's shared
+    length, 0 outside a group). The current token's slot is never shared."""
+    groups, shared = [], [0] * len(seq_lens)
+
+    def split(rows: list[int], start: int) -> None:
+        limit = min(seq_lens[r] for r in rows) - 1
+        sub = kv[rows, start:limit]
+        length = start + int((sub == sub[0]).all(0).to(torch.int32).cumprod(0).sum())
+        children: dict[int, list[int]] = defaultdict(list)
+        if length < limit:
+            for r, slot in zip(rows, kv[rows, length].tolist()):
+                children[slot].append(r)
+        here = [r for c in children.values() if len(c) < 2 for r in c] if children else rows
+        for c in children.values():
+            if len(c) >= 2:
+                split(c, length)
+        if len(here) >= 2 and length >= MIN_SHARED_PREFIX:
+            groups.append((torch.tensor(here, device=kv.device), kv[here[0], :length]))
+            for r in here:
+                shared[r] = length
+
+    by_first: dict[int, list[int]] = defaultdict(list)
+    for row, first in enumerate(kv[:, 0].tolist()):
+        by_first[first].append(row)
+    for rows in by_first.values():
+        if len(rows) >= 2:
+            split(rows, 0)
+    return groups, shared
+
+
+def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float, mask=None):
+    """q: [n, Hkv, Lq, D], keys/values: [n, Hkv, L, D], mask: additive [n, 1, 1, L] or None.
+    Returns (out [n, Hkv, Lq, D], log-sum-exp [n, Hkv, Lq]) so partial results can be merged."""
+    if q.device.type == "cpu":
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            q, keys, values, attn_mask=mask, scale=scale
+        )
+        return out, lse
+    scores = torch.matmul(q, keys.transpose(-1, -2)) * scale
+    if mask is not None:
+        scores = scores + mask
+    return torch.matmul(torch.softmax(scores, dim=-1), values), torch.logsumexp(scores, dim=-1)
 
 
 class TorchNativeBackend(AttentionBackend):
-    """Decode gathers every request's KV into one padded batch; extend loops over requests."""
+    """Decode: each request's own KV in one padded batch, plus one pass per shared prefix,
+    merged by log-sum-exp (cascade attention). Extend loops over requests."""
 
     def init_forward_metadata(self, batch) -> None:
         if not batch.is_decode:
             batch.attn_metadata = None
             return
-        max_len = max(batch.seq_lens_cpu)
+        seq_lens = batch.seq_lens_cpu
         table = batch.req_to_token_pool.req_to_token
-        kv_indices = table[batch.req_pool_indices, :max_len]
-        pos = torch.arange(max_len, device=kv_indices.device)
-        mask = (pos[None, :] < batch.seq_lens[:, None])[:, None, None, :]
-        batch.attn_metadata = _DecodeMeta(kv_indices, mask)
+        kv = table[batch.req_pool_indices, : max(seq_lens)]  # [B, L]
+        groups, shared = _shared_prefix_groups(kv, seq_lens)
+        suffix_lens = [n - p for n, p in zip(seq_lens, shared)]
+        width = max(suffix_lens)
+        offs = torch.arange(width, device=kv.device)
+        pos = (torch.tensor(shared, device=kv.device)[:, None] + offs[None, :]).clamp(
+            max=kv.shape[1] - 1
+        )
+        real = offs[None, :] < torch.tensor(suffix_lens, device=kv.device)[:, None]
+        mask = torch.zeros(real.shape, device=kv.device).masked_fill(~real, float("-inf"))
+        batch.attn_metadata = _DecodeMeta(kv.gather(1, pos), mask[:, None, None, :], groups)
 
     def forward_decode(self, q, k, v, layer, batch) -> torch.Tensor:
         pool = batch.kv_pool
         pool.set_kv(layer.layer_id, batch.out_cache_loc, k, v)
         meta: _DecodeMeta = batch.attn_metadata
-        keys = pool.k_buffer[layer.layer_id][meta.kv_indices].transpose(1, 2)  # [B, Hkv, L, D]
-        values = pool.v_buffer[layer.layer_id][meta.kv_indices].transpose(1, 2)
-        out = F.scaled_dot_product_attention(
-            q.unsqueeze(2),  # [B, H, 1, D]
-            keys.to(q.dtype),
-            values.to(q.dtype),
-            attn_mask=meta.mask,
-            scale=layer.scaling,
-            enable_gqa=layer.num_heads != layer.num_kv_heads,
-        )
-        return out.squeeze(2)  # [B, H, D]
+        k_buf, v_buf = pool.k_buffer[layer.layer_id], pool.v_buffer[layer.layer_id]
+        b, h, d = q.shape
+        hkv = layer.num_kv_heads
+        # Grouped-query attention without copying K/V per head: a KV head's query heads are
+        # laid along the query axis. qg: [B, Hkv, group, D]
+        qg = q.view(b, hkv, h // hkv, d)
+        keys = k_buf[meta.suffix_idx].transpose(1, 2).to(q.dtype)  # [B, Hkv, L, D]
+        values = v_buf[meta.suffix_idx].transpose(1, 2).to(q.dtype)
+        out, lse = _attend(qg, keys, values, layer.scaling, meta.suffix_mask.to(q.dtype))
+        for rows, slots in meta.groups:
+            n = len(rows)
+            qq = qg[rows].transpose(0, 1).reshape(1, hkv, -1, d)  # every row's queries at once
+            kp = k_buf[slots].transpose(0, 1)[None].to(q.dtype)  # [1, Hkv, P, D]
+            vp = v_buf[slots].transpose(0, 1)[None].to(q.dtype)
+            part, part_lse = _attend(qq, kp, vp, layer.scaling)
+            part = part.view(hkv, n, -1, d).transpose(0, 1)
+            part_lse = part_lse.view(hkv, n, -1).transpose(0, 1)
+            own_lse = lse[rows]
+            top = torch.maximum(own_lse, part_lse)
+            w_own, w_part = torch.exp(own_lse - top), torch.exp(part_lse - top)
+            out[rows] = (out[rows] * w_own[..., None] + part * w_part[..., None]) / (
+                w_own + w_part
+            )[..., None]
+        return out.reshape(b, h, d)
 
     def forward_extend(self, q, k, v, layer, batch) -> torch.Tensor:
         pool = batch.kv_pool
@@ -57,9 +130,10 @@ class TorchNativeBackend(AttentionBackend):
         for i, (prefix, ext) in enumerate(zip(batch.prefix_lens_cpu, batch.extend_lens_cpu)):
             seq_len = prefix + ext
             slots = table[batch.req_pool_indices[i], :seq_len]
-            qi = q[start : start + ext].transpose(0, 1)  # [H, ext, D]
-            ki = k_buf[slots].transpose(0, 1).to(q.dtype)  # [Hkv, seq_len, D]
-            vi = v_buf[slots].transpose(0, 1).to(q.dtype)
+            # 4-D inputs: with 3-D ones torch takes its slow math path on the CPU.
+            qi = q[start : start + ext].transpose(0, 1)[None]  # [1, H, ext, D]
+            ki = k_buf[slots].transpose(0, 1)[None].to(q.dtype)  # [1, Hkv, seq_len, D]
+            vi = v_buf[slots].transpose(0, 1)[None].to(q.dtype)
             if prefix == 0:
                 oi = F.scaled_dot_product_attention(
                     qi, ki, vi, is_causal=True, scale=layer.scaling, enable_gqa=gqa
@@ -72,6 +146,6 @@ class TorchNativeBackend(AttentionBackend):
                 oi = F.scaled_dot_product_attention(
                     qi, ki, vi, attn_mask=mask, scale=layer.scaling, enable_gqa=gqa
                 )
-            out[start : start + ext] = oi.transpose(0, 1)
+            out[start : start + ext] = oi[0].transpose(0, 1)
             start += ext
         return out

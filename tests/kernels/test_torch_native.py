@@ -79,3 +79,49 @@ def test_extend_with_prefix_then_decode_matches_dense():
         assert torch.allclose(rest[b : b + n - h], refs[i][h:n], atol=1e-5)
         assert torch.allclose(dec[i], refs[i][n], atol=1e-5)
         a, b = a + h, b + n - h
+
+
+def test_decode_with_shared_prefixes_matches_dense():
+    """Rows whose KV rows begin with the same slots attend to that prefix together (cascade)."""
+    from kernels.attention.torch_native import MIN_SHARED_PREFIX, _shared_prefix_groups
+
+    torch.manual_seed(1)
+    p1, p2 = MIN_SHARED_PREFIX + 4, MIN_SHARED_PREFIX + 9  # a shared root, then a deeper branch
+    r2t, kv = ReqToTokenPool(6, 64, "cpu"), KVPool(256, 1, HKV, D, torch.float32, "cpu")
+    backend, layer = TorchNativeBackend(), PagedAttention(0, H, HKV, D)
+    root = kv.alloc(p1)
+    branch = kv.alloc(p2 - p1)
+    own_lens = [3, 5, 1, 7, 2, 4]
+    rows = []
+    for i, n in enumerate(own_lens):
+        prefix = torch.cat([root, branch]) if i < 3 else root  # rows 0-2 share p2, 3-5 share p1
+        rows.append(torch.cat([prefix, kv.alloc(n)]))
+    for i, slots in enumerate(rows):
+        r2t.req_to_token[i, : len(slots)] = slots
+    kv.k_buffer[0][1:] = torch.randn(256, HKV, D)
+    kv.v_buffer[0][1:] = torch.randn(256, HKV, D)
+    seq = [len(s) for s in rows]
+    groups, shared = _shared_prefix_groups(r2t.req_to_token[:6, : max(seq)], seq)
+    assert shared == [p2] * 3 + [p1] * 3 and len(groups) == 2
+    # the current token's K/V is written by the call; its slot is the last of each row
+    q, k, v = torch.randn(6, H, D), torch.randn(6, HKV, D), torch.randn(6, HKV, D)
+    fb = ForwardBatch(
+        mode=ForwardMode.DECODE,
+        input_ids=torch.zeros(6, dtype=torch.int64),
+        positions=torch.tensor(seq) - 1,
+        out_cache_loc=torch.stack([s[-1] for s in rows]),
+        req_pool_indices=torch.arange(6),
+        seq_lens=torch.tensor(seq),
+        req_to_token_pool=r2t,
+        kv_pool=kv,
+        seq_lens_cpu=seq,
+    )
+    backend.init_forward_metadata(fb)
+    out = backend.forward(q, k, v, layer, fb)
+    for i, slots in enumerate(rows):
+        keys = kv.k_buffer[0][slots].repeat_interleave(H // HKV, dim=1)  # [L, H, D]
+        vals = kv.v_buffer[0][slots].repeat_interleave(H // HKV, dim=1)
+        ref = F.scaled_dot_product_attention(
+            q[i][:, None], keys.transpose(0, 1), vals.transpose(0, 1), scale=layer.scaling
+        )
+        assert torch.allclose(out[i], ref[:, 0], atol=1e-5)

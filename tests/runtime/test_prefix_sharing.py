@@ -36,11 +36,17 @@ def prompts(engine):
 
 @pytest.fixture(scope="module")
 def no_cache_outputs(prompts):
-    with Engine(max_total_tokens=4096, disable_radix_cache=True, debug_check_memory=True,
-                log_level="warning") as eng:
+    with Engine(
+        max_total_tokens=4096,
+        disable_radix_cache=True,
+        debug_check_memory=True,
+        log_level="warning",
+    ) as eng:
         out = [r["output_ids"] for r in eng.generate(input_ids=prompts, sampling_params=GREEDY)]
-        assert all(r["meta_info"]["cached_tokens"] == 0
-                   for r in eng.generate(input_ids=prompts[:2], sampling_params=GREEDY))
+        assert all(
+            r["meta_info"]["cached_tokens"] == 0
+            for r in eng.generate(input_ids=prompts[:2], sampling_params=GREEDY)
+        )
         return out
 
 
@@ -65,8 +71,12 @@ def test_next_chat_turn_reuses_the_answer(engine):
     turn1 = [{"role": "user", "content": "Name a fruit."}]
     ids1 = chat(tok, "Be brief.", "Name a fruit.")
     r1 = engine.generate(input_ids=ids1, sampling_params={"temperature": 0, "max_new_tokens": 20})
-    turn2 = [{"role": "system", "content": "Be brief."}, *turn1,
-             {"role": "assistant", "content": r1["text"]}, {"role": "user", "content": "Another?"}]
+    turn2 = [
+        {"role": "system", "content": "Be brief."},
+        *turn1,
+        {"role": "assistant", "content": r1["text"]},
+        {"role": "user", "content": "Another?"},
+    ]
     enc = tok.apply_chat_template(turn2, add_generation_prompt=True, tokenize=True)
     ids2 = list(enc["input_ids"] if hasattr(enc, "keys") else enc)
     r2 = engine.generate(input_ids=ids2, sampling_params={"temperature": 0, "max_new_tokens": 5})
@@ -85,8 +95,9 @@ def test_in_batch_sharing_computes_the_prefix_once(prompts):
 
 @pytest.mark.parametrize("policy", ["lpm", "dfs-weight", "fcfs", "random"])
 def test_every_policy_gives_the_same_greedy_outputs(policy, prompts, no_cache_outputs):
-    with Engine(max_total_tokens=4096, schedule_policy=policy, debug_check_memory=True,
-                log_level="warning") as eng:
+    with Engine(
+        max_total_tokens=4096, schedule_policy=policy, debug_check_memory=True, log_level="warning"
+    ) as eng:
         mixed = [prompts[i] for i in (3, 0, 5, 1, 4, 2)]
         out = eng.generate(input_ids=mixed, sampling_params=GREEDY)
         assert [r["output_ids"] for r in out] == [no_cache_outputs[i] for i in (3, 0, 5, 1, 4, 2)]
@@ -98,8 +109,12 @@ def test_memory_pressure_retracts_and_outputs_stay_the_same(prompts, no_cache_ou
     with Engine(max_total_tokens=300, disable_radix_cache=True, log_level="warning") as eng:
         ref = [r["output_ids"] for r in eng.generate(input_ids=prompts[:1], sampling_params=params)]
     for disable in (False, True):
-        with Engine(max_total_tokens=300, disable_radix_cache=disable, debug_check_memory=True,
-                    log_level="warning") as eng:
+        with Engine(
+            max_total_tokens=300,
+            disable_radix_cache=disable,
+            debug_check_memory=True,
+            log_level="warning",
+        ) as eng:
             out = eng.generate(input_ids=prompts, sampling_params=params)
             info = eng.get_server_info()
         assert info["retractions"] > 0, "the pool was large enough; the test proves nothing"

@@ -48,7 +48,9 @@ def test_fcfs_and_random():
     cache = make_cache()
     assert names(SchedulePolicy("fcfs", cache).order(QUEUE)) == list("abcde")
     shuffled = [names(SchedulePolicy("random", cache, seed=s).order(QUEUE)) for s in range(5)]
-    assert all(sorted(o) == list("abcde") for o in shuffled) and len({tuple(o) for o in shuffled}) > 1
+    assert (
+        all(sorted(o) == list("abcde") for o in shuffled) and len({tuple(o) for o in shuffled}) > 1
+    )
 
 
 def test_dfs_weight_keeps_a_subtree_together_heaviest_first():
