@@ -41,9 +41,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as cache:
         rows = [("first start (converts GGUF)", *start_once(cache))]
         rows += [(f"second start (cached) #{i + 1}", *start_once(cache)) for i in range(2)]
-    print(f"{'start':32} {'process s':>10} {'Engine() s':>11} {'weights s':>10}")
-    for name, wall, engine, weights in rows:
-        print(f"{name:32} {wall:10.2f} {engine:11.2f} {weights:10.2f}")
+    print(f"{'start':32} {'process s':>10} {'Engine() s':>11} {'model load s':>12}")
+    for name, wall, engine, model in rows:
+        print(f"{name:32} {wall:10.2f} {engine:11.2f} {model:12.2f}")
 
 
 if __name__ == "__main__":
