@@ -16,6 +16,7 @@ import statistics
 import time
 
 import torch
+from bench_throughput import left_pad  # benchmarks run as scripts from this folder
 
 logger = logging.getLogger("bench_shared_prefix")
 
@@ -112,15 +113,13 @@ def run_hf(model, tok, reqs, new_tokens: int, batch: int) -> dict:
     t0 = time.perf_counter()
     for s in range(0, len(reqs), batch):
         chunk = [ids for _, ids in reqs[s : s + batch]]
-        width = max(len(x) for x in chunk)
         pad = tok.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in chunk])
-        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in chunk])
+        batch_inputs = left_pad(chunk, pad)
+        width = batch_inputs["input_ids"].shape[1]
         marker = FirstToken()
         with torch.inference_mode():
             out = model.generate(
-                input_ids=input_ids,
-                attention_mask=mask,
+                **batch_inputs,
                 do_sample=False,
                 max_new_tokens=new_tokens,
                 min_new_tokens=new_tokens,

@@ -77,83 +77,59 @@ class ServerArgs:
 
     @staticmethod
     def add_cli_args(parser: argparse.ArgumentParser) -> None:
-        d = ServerArgs.__dataclass_fields__
-        a = parser.add_argument
-        a(
-            "--model-path",
-            default=None,
-            help="GGUF file or Hugging Face folder (default: SmolLM2-135M-Instruct, embedded)",
-        )
-        a(
-            "--tokenizer-path",
-            default=None,
-            help="tokenizer folder, when it is not beside the model",
-        )
-        a("--device", default=d["device"].default, help="cpu, cuda, or auto")
-        a(
-            "--dtype",
-            default="auto",
-            choices=DTYPES,
-            help="weights and activations (auto: float32 on the CPU, bfloat16 on CUDA)",
-        )
-        a(
-            "--context-length",
-            type=int,
-            default=None,
-            help="longest prompt + output (default: the model's)",
-        )
-        a(
-            "--max-total-tokens",
-            type=int,
-            default=None,
-            help="KV pool size in tokens (overrides --mem-fraction-static)",
-        )
-        a(
-            "--mem-fraction-static",
-            type=float,
-            default=None,
-            help="share of device memory for weights and KV pool",
-        )
-        a(
-            "--max-running-requests",
-            type=int,
-            default=d["max_running_requests"].default,
-            help="requests decoding at once",
-        )
-        a(
-            "--max-prefill-tokens",
-            type=int,
-            default=d["max_prefill_tokens"].default,
-            help="token budget of one prefill batch",
-        )
-        a(
-            "--chunked-prefill-size",
-            type=int,
-            default=d["chunked_prefill_size"].default,
-            help="longest prefill chunk of one request (-1: no chunking)",
-        )
-        a(
-            "--schedule-policy",
-            default="fcfs",
-            choices=SCHEDULE_POLICIES,
-            help="order of the waiting queue",
-        )
-        a(
-            "--attention-backend",
-            default="torch_native",
-            choices=ATTENTION_BACKENDS,
-            help="attention kernels",
-        )
-        a("--random-seed", type=int, default=0, help="seed for requests that give none")
-        a("--cache-dir", default=None, help="where converted weights and tokenizers are cached")
-        a("--log-level", default="info", help="logging level")
-        a(
-            "--disable-packed-gemm",
-            action="store_true",
-            help="CPU: no packed weight copies for small decode batches (less memory, slower decode)",
-        )
+        """SGLang's flag names; defaults come from the dataclass."""
+        defaults = {f.name: f.default for f in dataclasses.fields(ServerArgs)}
+        for flag, kind, help_text in _CLI_FLAGS:
+            name = flag[2:].replace("-", "_")
+            extra = {"choices": _CHOICES[name]} if name in _CHOICES else {}
+            if kind is bool:
+                parser.add_argument(flag, action="store_true", help=help_text)
+            else:
+                parser.add_argument(
+                    flag, type=kind, default=defaults[name], help=help_text, **extra
+                )
 
     @classmethod
     def from_cli_args(cls, args: argparse.Namespace) -> ServerArgs:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in vars(args).items() if k in names})
+
+
+_CHOICES = {
+    "dtype": DTYPES,
+    "schedule_policy": SCHEDULE_POLICIES,
+    "attention_backend": ATTENTION_BACKENDS,
+}
+_CLI_FLAGS = [
+    (
+        "--model-path",
+        str,
+        "GGUF file or Hugging Face folder (default: SmolLM2-135M-Instruct, embedded)",
+    ),
+    ("--tokenizer-path", str, "tokenizer folder, when it is not beside the model"),
+    ("--device", str, "cpu, cuda, or auto"),
+    ("--dtype", str, "weights and activations (auto: float32 on the CPU, bfloat16 on CUDA)"),
+    ("--context-length", int, "longest prompt + output (default: the model's)"),
+    ("--max-total-tokens", int, "KV pool size in tokens (overrides --mem-fraction-static)"),
+    ("--mem-fraction-static", float, "share of device memory for weights and the KV pool"),
+    ("--max-running-requests", int, "requests decoding at once"),
+    ("--max-prefill-tokens", int, "token budget of one prefill batch"),
+    ("--chunked-prefill-size", int, "longest prefill chunk of one request (-1: no chunking)"),
+    (
+        "--schedule-policy",
+        str,
+        "waiting-queue order: longest cached prefix, heaviest radix subtree, arrival, random",
+    ),
+    ("--disable-radix-cache", bool, "no prefix sharing between requests"),
+    ("--page-size", int, "tokens per radix-cache page (keys and evictions move in whole pages)"),
+    ("--attention-backend", str, "attention kernels"),
+    ("--random-seed", int, "seed for requests that give none"),
+    ("--cache-dir", str, "where converted weights and tokenizers are cached"),
+    ("--log-level", str, "logging level"),
+    (
+        "--disable-packed-gemm",
+        bool,
+        "CPU: no packed weight copies for small decode batches (less memory, slower decode)",
+    ),
+    ("--debug-check-memory", bool, "check the KV pool accounting after every step"),
+]

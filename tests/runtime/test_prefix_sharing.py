@@ -141,3 +141,15 @@ def test_flush_is_refused_while_running(engine):
     t.join()
     assert engine.flush_cache() is True
     assert engine.get_server_info()["cache_tokens"] == 0
+
+
+def test_page_size_keeps_whole_pages(prompts, no_cache_outputs):
+    with Engine(
+        max_total_tokens=4096, page_size=4, debug_check_memory=True, log_level="warning"
+    ) as eng:
+        out = eng.generate(input_ids=prompts, sampling_params=GREEDY)
+        info = eng.get_server_info()
+    assert [r["output_ids"] for r in out] == no_cache_outputs
+    cached = [r["meta_info"]["cached_tokens"] for r in out]
+    assert all(c % 4 == 0 for c in cached) and sum(c > 0 for c in cached) == len(prompts) - 1
+    assert info["cache_tokens"] % 4 == 0

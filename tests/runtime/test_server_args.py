@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import pytest
+
+from runtime.server_args import ServerArgs
+
+
+def parse(argv: list[str]) -> ServerArgs:
+    parser = argparse.ArgumentParser()
+    ServerArgs.add_cli_args(parser)
+    return ServerArgs.from_cli_args(parser.parse_args(argv))
+
+
+def test_every_setting_has_a_flag_and_defaults_match():
+    assert parse([]) == ServerArgs()
+    parser = argparse.ArgumentParser()
+    ServerArgs.add_cli_args(parser)
+    dests = {a.dest for a in parser._actions}
+    assert {f.name for f in dataclasses.fields(ServerArgs)} <= dests
+
+
+def test_flags_reach_the_settings():
+    args = parse(
+        [
+            "--disable-radix-cache",
+            "--page-size",
+            "4",
+            "--schedule-policy",
+            "dfs-weight",
+            "--max-total-tokens",
+            "1000",
+            "--chunked-prefill-size",
+            "-1",
+        ]
+    )
+    assert (args.disable_radix_cache, args.page_size, args.schedule_policy) == (
+        True,
+        4,
+        "dfs-weight",
+    )
+    assert (args.max_total_tokens, args.chunked_prefill_size) == (1000, -1)
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"page_size": 0}, "page_size"),
+        ({"schedule_policy": "sjf"}, "schedule_policy"),
+        ({"max_total_tokens": 3}, "max_total_tokens"),
+        ({"mem_fraction_static": 1.5}, "mem_fraction_static"),
+        ({"chunked_prefill_size": 0}, "chunked_prefill_size"),
+    ],
+)
+def test_bad_settings_name_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        ServerArgs(**kwargs)
+    with pytest.raises(TypeError, match="unknown server argument"):
+        ServerArgs.from_kwargs(bogus=1)
