@@ -153,3 +153,44 @@ def test_page_size_keeps_whole_pages(prompts, no_cache_outputs):
     cached = [r["meta_info"]["cached_tokens"] for r in out]
     assert all(c % 4 == 0 for c in cached) and sum(c > 0 for c in cached) == len(prompts) - 1
     assert info["cache_tokens"] % 4 == 0
+
+
+def test_random_load_with_aborts_keeps_the_pool_whole(prompts):
+    """Mixed lengths, sampling, chunking, a tight pool and aborts: every request ends, the
+    accounting (checked after every step) holds, and the pool is whole afterwards."""
+    import random
+    import threading
+
+    rng = random.Random(7)
+    with Engine(
+        max_total_tokens=600,
+        chunked_prefill_size=64,
+        max_running_requests=6,
+        debug_check_memory=True,
+        log_level="warning",
+    ) as eng:
+        results: dict[str, dict] = {}
+
+        def run(i: int) -> None:
+            ids = prompts[i % len(prompts)][: rng.randint(20, 120)]
+            params = {
+                "max_new_tokens": rng.randint(1, 60),
+                "temperature": rng.choice([0, 0.8]),
+                "seed": i,
+                "ignore_eos": rng.random() < 0.5,
+            }
+            results[f"r{i}"] = eng.generate(input_ids=ids, sampling_params=params, rid=f"r{i}")
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(14)]
+        for t in threads:
+            t.start()
+        for i in (1, 5, 9):
+            eng.abort_request(f"r{i}")
+        for t in threads:
+            t.join(timeout=240)
+        info = eng.get_server_info()
+    assert len(results) == 14
+    kinds = {r["meta_info"]["finish_reason"]["type"] for r in results.values()}
+    assert kinds <= {"stop", "length", "abort"}
+    assert info["num_running_reqs"] == info["num_waiting_reqs"] == 0
+    assert info["kv_free_tokens"] + info["cache_tokens"] == 600
