@@ -195,8 +195,11 @@ class Scheduler:
         chunk = self.args.chunked_prefill_size if self.args.chunked_prefill_size > 0 else 1 << 60
         batch: list[Req] = []
         if self.chunked is not None:
-            req, self.chunked = self.chunked, None
+            req = self.chunked
             req.extend_len = min(len(req.fill_ids) - req.kv_len, budget, chunk)
+            if req.extend_len > self.kv_pool.available_size() + self.cache.evictable_size():
+                return []  # decoding requests outgrew the room; decode (and retract) first
+            self.chunked = None
             budget -= req.extend_len
             batch.append(req)
             if req.kv_len + req.extend_len < len(req.fill_ids):
