@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import itertools
 import logging
@@ -11,7 +12,7 @@ import subprocess
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import zmq
 
@@ -37,7 +38,7 @@ class Engine:
         self._closed = True
         self._closing = False
         self._send_lock = threading.Lock()
-        self._routes: dict[str, queue.Queue] = {}
+        self._routes: dict[str, Callable] = {}  # rid or ticket -> where its messages go
         self._routes_lock = threading.Lock()
         self._tickets = itertools.count()
         self._dead: str | None = None
@@ -107,14 +108,14 @@ class Engine:
         self._dead = why
         with self._routes_lock:
             routes, self._routes = self._routes, {}
-        for rid, q in routes.items():
-            q.put((rid, RuntimeError(why)))
+        for rid, sink in routes.items():
+            sink((rid, RuntimeError(why)))
 
     def _route(self, rid: str, item) -> None:
         with self._routes_lock:
-            q = self._routes.get(rid)
-        if q is not None:
-            q.put((rid, item))
+            sink = self._routes.get(rid)
+        if sink is not None:
+            sink((rid, item))
 
     def _post(self, msg) -> None:
         if self._closed or self._dead:
@@ -141,6 +142,77 @@ class Engine:
         With `stream=True` it yields a dict per step carrying the cumulative text so far
         (with `index` when several sequences stream at once); the last one has finish_reason.
         """
+        batch, inputs, builders = self._prepare(
+            prompt,
+            sampling_params,
+            input_ids,
+            return_logprob,
+            logprob_start_len,
+            top_logprobs_num,
+            rid,
+            return_text_in_logprobs,
+        )
+        q: queue.Queue = queue.Queue()
+        self._submit(inputs, q.put)
+        if stream:
+            return self._stream(q, builders)
+        try:
+            while not all(b.finished for b in builders.values()):
+                self._accept(q.get(), builders)
+        except BaseException:
+            self._abort_unfinished(builders)
+            raise
+        return self._results(batch, inputs, builders)
+
+    async def async_generate(
+        self,
+        prompt: str | list[str] | None = None,
+        sampling_params: dict | list[dict] | None = None,
+        input_ids: list[int] | list[list[int]] | None = None,
+        return_logprob: bool = False,
+        logprob_start_len: int | None = None,
+        top_logprobs_num: int | None = None,
+        stream: bool = False,
+        rid: str | list[str] | None = None,
+        return_text_in_logprobs: bool = False,
+    ) -> dict | list[dict] | AsyncIterator[dict]:
+        """`generate` for asyncio callers: awaits the result, or with `stream=True` returns an
+        async iterator; a cancelled or abandoned call aborts its requests."""
+        batch, inputs, builders = self._prepare(
+            prompt,
+            sampling_params,
+            input_ids,
+            return_logprob,
+            logprob_start_len,
+            top_logprobs_num,
+            rid,
+            return_text_in_logprobs,
+        )
+        loop = asyncio.get_running_loop()
+        aq: asyncio.Queue = asyncio.Queue()
+        self._submit(inputs, lambda item: loop.call_soon_threadsafe(aq.put_nowait, item))
+        if stream:
+            return self._astream(aq, builders)
+        try:
+            while not all(b.finished for b in builders.values()):
+                self._accept(await aq.get(), builders)
+        except BaseException:
+            self._abort_unfinished(builders)
+            raise
+        return self._results(batch, inputs, builders)
+
+    def _prepare(
+        self,
+        prompt,
+        sampling_params,
+        input_ids,
+        return_logprob,
+        logprob_start_len,
+        top_logprobs_num,
+        rid,
+        return_text_in_logprobs,
+    ):
+        """Validates and tokenizes; returns (is batch, inputs, a ResponseBuilder per rid)."""
         batch, prompts = self._prompt_ids(prompt, input_ids)
         params_list = self._params(sampling_params, len(prompts))
         rids = self._rids(rid, len(prompts))
@@ -178,34 +250,23 @@ class Engine:
             )
             for inp in inputs
         }
-        q = self._submit(inputs)
-        if stream:
-            return self._stream(q, builders)
-        results = self._wait(q, builders)
-        ordered = [results[inp.rid] for inp in inputs]
-        if not batch and len(ordered) == 1:
-            return ordered[0]
-        return ordered
+        return batch, inputs, builders
 
-    def _submit(self, inputs: list[GenerateInput]) -> queue.Queue:
-        q: queue.Queue = queue.Queue()
+    def _submit(self, inputs: list[GenerateInput], sink: Callable) -> None:
+        """Routes the requests' outputs to `sink((rid, item))` and sends them to the scheduler."""
         with self._routes_lock:
             for inp in inputs:
                 if inp.rid in self._routes:
                     raise ValueError(f"rid: {inp.rid!r} is already running")
             for inp in inputs:
-                self._routes[inp.rid] = q
+                self._routes[inp.rid] = sink
         for inp in inputs:
             self._post(("add", inp))
-        return q
 
-    def _next(self, q: queue.Queue, builders: dict[str, ResponseBuilder]) -> ResponseBuilder:
-        rid, item = q.get()
+    def _accept(self, message, builders: dict[str, ResponseBuilder]) -> ResponseBuilder:
+        """Applies one routed message; an error fails the whole call."""
+        rid, item = message
         if isinstance(item, Exception):
-            self._unroute(builders)
-            for other in builders:
-                if other != rid:
-                    self.abort_request(other)
             raise item
         b = builders[rid]
         b.add(item)
@@ -214,36 +275,41 @@ class Engine:
                 self._routes.pop(rid, None)
         return b
 
-    def _unroute(self, builders) -> None:
+    def _abort_unfinished(self, builders) -> None:
         with self._routes_lock:
             for rid in builders:
                 self._routes.pop(rid, None)
+        for rid, b in builders.items():
+            if not b.finished and not (self._closed or self._dead):
+                self.abort_request(rid)
 
-    def _wait(self, q, builders) -> dict[str, dict]:
-        try:
-            while not all(b.finished for b in builders.values()):
-                self._next(q, builders)
-        except BaseException:
-            for rid, b in builders.items():
-                if not b.finished:
-                    self.abort_request(rid)
-            raise
-        return {rid: b.result() for rid, b in builders.items()}
+    @staticmethod
+    def _results(batch: bool, inputs, builders) -> dict | list[dict]:
+        ordered = [builders[inp.rid].result() for inp in inputs]
+        return ordered[0] if not batch and len(ordered) == 1 else ordered
 
-    def _stream(self, q, builders) -> Iterator[dict]:
-        many = len(builders) > 1
+    @staticmethod
+    def _chunk(b: ResponseBuilder, index: dict[str, int]) -> dict:
+        chunk = b.result()
+        if len(index) > 1:
+            chunk["index"] = index[b.rid]
+        return chunk
+
+    def _stream(self, q: queue.Queue, builders) -> Iterator[dict]:
         index = {rid: i for i, rid in enumerate(builders)}
         try:
             while not all(b.finished for b in builders.values()):
-                b = self._next(q, builders)
-                chunk = b.result()
-                if many:
-                    chunk["index"] = index[b.rid]
-                yield chunk
+                yield self._chunk(self._accept(q.get(), builders), index)
         finally:
-            for rid, b in builders.items():
-                if not b.finished:
-                    self.abort_request(rid)
+            self._abort_unfinished(builders)
+
+    async def _astream(self, aq: asyncio.Queue, builders) -> AsyncIterator[dict]:
+        index = {rid: i for i, rid in enumerate(builders)}
+        try:
+            while not all(b.finished for b in builders.values()):
+                yield self._chunk(self._accept(await aq.get(), builders), index)
+        finally:
+            self._abort_unfinished(builders)
 
     def abort_request(self, rid: str) -> None:
         """Stops a request wherever it is; its caller gets finish_reason `abort`."""
@@ -300,7 +366,7 @@ class Engine:
         ticket = f"call-{next(self._tickets)}"
         q: queue.Queue = queue.Queue()
         with self._routes_lock:
-            self._routes[ticket] = q
+            self._routes[ticket] = q.put
         try:
             self._post(("call", ticket, name))
             _, value = q.get(timeout=60)

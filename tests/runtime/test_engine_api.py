@@ -243,3 +243,32 @@ def test_shutdown_leaves_nothing_and_a_dead_scheduler_fails_fast():
     with Engine(max_total_tokens=1024, log_level="error") as eng:
         proc, folder = eng._proc, eng._tmp
     assert proc.poll() is not None and not os.path.exists(folder)
+
+
+def test_async_generate_matches_and_streams(engine):
+    import asyncio
+
+    prompts = ["The capital of France is", "Count: 1, 2, 3,", "Once upon a time"]
+    params = {**GREEDY, "ignore_eos": True}
+    expected = [r["output_ids"] for r in engine.generate(prompts, params)]
+
+    async def main():
+        together = await asyncio.gather(*(engine.async_generate(p, params) for p in prompts))
+        assert [r["output_ids"] for r in together] == expected
+        chunks = [c async for c in await engine.async_generate(prompts[1], params, stream=True)]
+        assert chunks[-1]["output_ids"] == expected[1]
+        assert chunks[-1]["meta_info"]["finish_reason"]["type"] == "length"
+        # leaving a stream early aborts its request
+        stream = await engine.async_generate(
+            "Tell me a story.",
+            {"max_new_tokens": 500, "ignore_eos": True},
+            stream=True,
+            rid="left-early",
+        )
+        async for chunk in stream:
+            if chunk["meta_info"]["completion_tokens"] >= 3:
+                break
+        await stream.aclose()
+
+    asyncio.run(main())
+    assert _pool_is_whole(engine)
