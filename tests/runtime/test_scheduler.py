@@ -1,0 +1,54 @@
+"""The scheduler driven directly, in this process: retraction is logged and the outputs hold."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from runtime.model_loader.loader import load_tokenizer
+from runtime.model_runner import ModelRunner
+from runtime.sampling import SamplingParams
+from runtime.scheduler.req import GenerateInput
+from runtime.scheduler.scheduler import Scheduler
+from runtime.server_args import ServerArgs
+
+
+def run_all(sched: Scheduler, prompts: list[list[int]], new_tokens: int) -> dict[str, list[int]]:
+    for i, ids in enumerate(prompts):
+        sched.add_request(
+            GenerateInput(
+                f"r{i}",
+                ids,
+                SamplingParams(temperature=0, max_new_tokens=new_tokens, ignore_eos=True),
+            )
+        )
+    out: dict[str, list[int]] = {}
+    while sched.has_work():
+        for o in sched.step():
+            out.setdefault(o.rid, []).extend(o.new_token_ids)
+        sched.check_memory()
+    return out
+
+
+@pytest.fixture(scope="module")
+def parts():
+    runner = ModelRunner(ServerArgs(max_total_tokens=160, max_running_requests=8))
+    return runner, load_tokenizer(runner.model_folder)
+
+
+def test_retraction_is_logged_and_changes_nothing(parts, caplog):
+    runner, tok = parts
+    prompts = [tok.encode(f"Story {i}: the old lighthouse keeper climbed") for i in range(5)]
+    alone = {}
+    for i, ids in enumerate(prompts):
+        sched = Scheduler(runner, tok, {tok.eos_token_id})
+        alone[f"r{i}"] = run_all(sched, [ids], 40)["r0"]
+        assert sched.flush_cache()  # the next scheduler starts from an empty pool
+    sched = Scheduler(runner, tok, {tok.eos_token_id})
+    with caplog.at_level(logging.INFO, logger="runtime.scheduler.scheduler"):
+        together = run_all(sched, prompts, 40)
+    assert sched.stats["retractions"] > 0
+    assert any("retracted request" in r.getMessage() for r in caplog.records)
+    assert together == alone
+    assert sched.flush_cache() and runner.kv_pool.available_size() == 160
