@@ -32,9 +32,5 @@ class ForwardBatch:
     attn_metadata: object = None  # filled by the attention backend
 
     @property
-    def batch_size(self) -> int:
-        return len(self.seq_lens_cpu)
-
-    @property
     def is_decode(self) -> bool:
         return self.mode is ForwardMode.DECODE

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
@@ -76,7 +75,6 @@ class Req:
         self.extend_len = 0  # tokens this request computes in the current extend batch
         self.cached_tokens = 0  # prompt tokens reused from the cache
         self.finished: FinishReason | None = None
-        self.arrival = time.perf_counter()
         self.end_ids = (set() if self.params.ignore_eos else set(eos_ids)) | set(
             self.params.stop_token_ids
         )
