@@ -72,11 +72,11 @@ def run_scheduler_process(args: ServerArgs, in_addr: str, out_addr: str) -> None
 
 def _serve(recv, send, runner, scheduler, parent: int) -> None:
     while True:
+        if os.getppid() != parent:  # also mid-work: a killed client leaves no orphan behind
+            logger.warning("parent process is gone; scheduler exits")
+            return
         # Block only while idle; with work queued, take what has arrived and run a step.
         if not scheduler.has_work() and not recv.poll(1000):
-            if os.getppid() != parent:
-                logger.warning("parent process is gone; scheduler exits")
-                return
             continue
         while recv.poll(0):
             msg = recv.recv_pyobj()

@@ -272,3 +272,44 @@ def test_async_generate_matches_and_streams(engine):
 
     asyncio.run(main())
     assert _pool_is_whole(engine)
+
+
+def test_scheduler_exits_when_its_client_is_killed(tmp_path):
+    """SIGKILL of the process holding the Engine, mid-generation, leaves no scheduler behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "client.py"
+    script.write_text(
+        "import os, sys, threading\n"
+        "from runtime import Engine\n"
+        "e = Engine(max_total_tokens=1024, log_level='error')\n"
+        "print(e._proc.pid, flush=True)\n"
+        "e.generate('Hi', {'max_new_tokens': 900, 'ignore_eos': True})\n"
+    )
+    client = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+    )
+    child = int(client.stdout.readline())
+    time.sleep(1.0)
+    client.send_signal(signal.SIGKILL)
+    client.wait()
+
+    def running(pid: int) -> bool:  # an exited child may linger as a zombie until reaped
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    for _ in range(100):
+        if not running(child):
+            return
+        time.sleep(0.1)
+    os.kill(child, signal.SIGKILL)
+    raise AssertionError("the scheduler process outlived its client")
