@@ -320,11 +320,14 @@ class Engine:
         if (prompt is None) == (input_ids is None):
             raise ValueError("prompt / input_ids: give exactly one of them")
         if prompt is not None:
-            if isinstance(prompt, str):
-                return False, [self.tokenizer.encode(prompt)]
-            if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
-                return True, [self.tokenizer.encode(p) for p in prompt]
-            raise ValueError("prompt: must be a string or a non-empty list of strings")
+            is_batch = isinstance(prompt, list)
+            texts = prompt if is_batch else [prompt]
+            if not texts or not all(isinstance(p, str) for p in texts):
+                raise ValueError("prompt: must be a string or a non-empty list of strings")
+            encoded = [self.tokenizer.encode(p) for p in texts]
+            if not all(encoded):
+                raise ValueError("prompt: a prompt encodes to no tokens; give some text")
+            return is_batch, encoded
         vocab = self.vocab_size
 
         def check(ids) -> list[int]:

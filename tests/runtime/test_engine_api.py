@@ -204,6 +204,10 @@ def test_bad_inputs(engine):
         engine.generate(input_ids=[10**9])
     with pytest.raises(ValueError, match="prompt"):
         engine.generate()
+    with pytest.raises(ValueError, match="prompt"):
+        engine.generate("")
+    with pytest.raises(ValueError, match="prompt"):
+        engine.generate([])
     with pytest.raises(ValueError, match="logprob_start_len"):
         engine.generate("Hi", return_logprob=True, logprob_start_len=50)
     with pytest.raises(ValueError, match="sampling_params"):
