@@ -217,9 +217,11 @@ class Engine:
         params_list = self._params(sampling_params, len(prompts))
         rids = self._rids(rid, len(prompts))
         if top_logprobs_num is not None and (
-            not isinstance(top_logprobs_num, int) or top_logprobs_num < 0
+            not isinstance(top_logprobs_num, int) or not 0 <= top_logprobs_num <= self.vocab_size
         ):
-            raise ValueError(f"top_logprobs_num: must be an integer >= 0, got {top_logprobs_num!r}")
+            raise ValueError(
+                f"top_logprobs_num: must be an integer in [0, {self.vocab_size}], got {top_logprobs_num!r}"
+            )
         inputs = []
         for ids, params, r in zip(prompts, params_list, rids):
             params.check_lengths(len(ids), self.context_len, self.vocab_size)

@@ -208,6 +208,8 @@ def test_bad_inputs(engine):
         engine.generate("")
     with pytest.raises(ValueError, match="prompt"):
         engine.generate([])
+    with pytest.raises(ValueError, match="top_logprobs_num"):
+        engine.generate("Hi", return_logprob=True, top_logprobs_num=10**6)
     with pytest.raises(ValueError, match="logprob_start_len"):
         engine.generate("Hi", return_logprob=True, logprob_start_len=50)
     with pytest.raises(ValueError, match="sampling_params"):
