@@ -64,33 +64,45 @@ def build_requests(tok, groups: int, per_group: int, approx_tokens: int, seed: i
     return reqs
 
 
-def run_ours(reqs, new_tokens: int, **engine_args) -> dict:
+def run_ours(reqs, new_tokens: int, arrival_gap: float, **engine_args) -> dict:
+    """Request i arrives at i * arrival_gap seconds; its TTFT counts from its arrival."""
+    import asyncio
+
     from runtime import Engine
+
+    params = {"temperature": 0, "max_new_tokens": new_tokens, "ignore_eos": True}
+
+    async def one(eng, i: int, ids: list[int]) -> tuple[float, dict]:
+        await asyncio.sleep(i * arrival_gap)
+        arrived = time.perf_counter()
+        first, last = None, None
+        async for chunk in await eng.async_generate(
+            input_ids=ids, sampling_params=params, stream=True
+        ):
+            first = first if first is not None else time.perf_counter() - arrived
+            last = chunk
+        return first, last
+
+    async def all_requests(eng) -> list[tuple[float, dict]]:
+        return await asyncio.gather(*(one(eng, i, ids) for i, (_, ids) in enumerate(reqs)))
 
     with Engine(
         max_total_tokens=32768, max_running_requests=64, log_level="warning", **engine_args
     ) as eng:
         eng.generate(input_ids=[1, 2, 3], sampling_params={"max_new_tokens": 2})  # warm-up
         eng.flush_cache()
-        params = {"temperature": 0, "max_new_tokens": new_tokens, "ignore_eos": True}
-        first: dict[int, float] = {}
         t0 = time.perf_counter()
-        last = {}
-        for chunk in eng.generate(
-            input_ids=[ids for _, ids in reqs], sampling_params=params, stream=True
-        ):
-            i = chunk.get("index", 0)
-            first.setdefault(i, time.perf_counter() - t0)
-            last[i] = chunk
+        done = asyncio.run(all_requests(eng))
         elapsed = time.perf_counter() - t0
         info = eng.get_server_info()
-    cached = sum(c["meta_info"]["cached_tokens"] for c in last.values())
-    prompt = sum(c["meta_info"]["prompt_tokens"] for c in last.values())
+    last = [c for _, c in done]
+    cached = sum(c["meta_info"]["cached_tokens"] for c in last)
+    prompt = sum(c["meta_info"]["prompt_tokens"] for c in last)
     return {
         "seconds": elapsed,
-        "ttft": list(first.values()),
+        "ttft": [t for t, _ in done],
         "hit": cached / prompt,
-        "outputs": sum(c["meta_info"]["completion_tokens"] for c in last.values()),
+        "outputs": sum(c["meta_info"]["completion_tokens"] for c in last),
         "prefill_tokens": info["prefill_tokens"],
     }
 
@@ -151,6 +163,12 @@ def main() -> None:
     ap.add_argument("--system-tokens", type=int, default=700)
     ap.add_argument("--new-tokens", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--arrival-gap",
+        type=float,
+        default=0.0,
+        help="seconds between arrivals (0: all at once); transformers runs only at 0",
+    )
     ap.add_argument("--skip-hf", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level="INFO", format="%(asctime)s %(message)s")
@@ -172,8 +190,8 @@ def main() -> None:
         ("ours, no cache", {"disable_radix_cache": True}),
     ]:
         logger.info("running %s", name)
-        results[name] = run_ours(reqs, args.new_tokens, **kwargs)
-    if not args.skip_hf:
+        results[name] = run_ours(reqs, args.new_tokens, args.arrival_gap, **kwargs)
+    if not args.skip_hf and args.arrival_gap == 0:
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
@@ -183,7 +201,8 @@ def main() -> None:
 
     print(
         f"{len(reqs)} requests: {args.groups} groups x {args.per_group}, prompts {min(lens)}-{max(lens)} "
-        f"tokens, {args.new_tokens} new tokens each, shuffled; torch {torch.__version__}, "
+        f"tokens, {args.new_tokens} new tokens each, shuffled, one every {args.arrival_gap}s; "
+        f"torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads"
     )
     print(
