@@ -97,9 +97,14 @@ class Req:
         return self.input_ids + self.output_ids
 
     @property
+    def fill_len(self) -> int:
+        """len(fill_ids), without building the list."""
+        return len(self.input_ids) + len(self.output_ids)
+
+    @property
     def prefill_done(self) -> bool:
         """All tokens but the one about to be sampled have KV (also after a retraction)."""
-        return self.kv_len >= len(self.input_ids) + len(self.output_ids)
+        return self.kv_len >= self.fill_len
 
     def match_ids(self) -> list[int]:
         """The tokens a cached prefix may cover: at least one must be computed to get logits,

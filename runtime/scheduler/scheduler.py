@@ -155,9 +155,7 @@ class Scheduler:
 
     def _reserve(self, req: Req) -> int:
         """Slots a request may still take: the rest of its prompt and a share of its output."""
-        prompt_left = max(0, len(req.fill_ids) - req.kv_len)
-        output_left = req.params.max_new_tokens - len(req.output_ids)
-        return prompt_left + int(output_left * self.new_token_ratio)
+        return max(0, req.fill_len - req.kv_len) + self._reserve_output(req)
 
     def _alloc_kv(self, n: int) -> torch.Tensor:
         short = n - self.kv_pool.available_size()
@@ -196,20 +194,22 @@ class Scheduler:
         batch: list[Req] = []
         if self.chunked is not None:
             req = self.chunked
-            req.extend_len = min(len(req.fill_ids) - req.kv_len, budget, chunk)
+            req.extend_len = min(req.fill_len - req.kv_len, budget, chunk)
             if req.extend_len > self.kv_pool.available_size() + self.cache.evictable_size():
                 return []  # decoding requests outgrew the room; decode (and retract) first
             self.chunked = None
             budget -= req.extend_len
             batch.append(req)
-            if req.kv_len + req.extend_len < len(req.fill_ids):
+            if req.kv_len + req.extend_len < req.fill_len:
                 self.chunked = req
                 return batch
-        if not self.waiting:
+        running = len(self.running) + len(batch)
+        if not self.waiting or running >= self.args.max_running_requests:
+            return batch  # nobody could be admitted: skip ordering (and matching) the queue
+        if self.req_to_token_pool.available_size() == 0:
             return batch
         room = self.kv_pool.available_size() + self.cache.evictable_size()
         room -= sum(self._reserve(r) for r in self.running + batch)
-        running = len(self.running) + len(batch)
         for req in self.policy.order(self.waiting):
             if budget <= 0 or running >= self.args.max_running_requests:
                 break
@@ -224,22 +224,23 @@ class Scheduler:
             before = self.cache.evictable_size()
             self.cache.inc_lock_ref(handle)
             locked = before - self.cache.evictable_size()
-            cost = len(req.fill_ids) - len(indices) + self._reserve_output(req)
+            cost = req.fill_len - len(indices) + self._reserve_output(req)
             if cost > room - locked:
                 self.cache.dec_lock_ref(handle)
                 break
             room -= locked + cost
             self._admit(req, indices, handle)
             running += 1
-            req.extend_len = min(len(req.fill_ids) - req.kv_len, budget, chunk)
+            req.extend_len = min(req.fill_len - req.kv_len, budget, chunk)
             budget -= req.extend_len
             batch.append(req)
-            if req.kv_len + req.extend_len < len(req.fill_ids):
+            if req.kv_len + req.extend_len < req.fill_len:
                 self.chunked = req  # the rest follows in later steps
                 break
         return batch
 
     def _reserve_output(self, req: Req) -> int:
+        """The share of its remaining max_new_tokens that admission keeps free for a request."""
         return int((req.params.max_new_tokens - len(req.output_ids)) * self.new_token_ratio)
 
     def _admit(self, req: Req, indices: torch.Tensor, handle) -> None:
