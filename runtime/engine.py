@@ -1,4 +1,10 @@
-"""In-process runtime: `generate` here, the scheduler in a child process, ZMQ between them."""
+"""The client half of a runtime: validates and tokenizes here, routes results back to callers.
+
+The scheduler and the detokenizer run in child processes, ZMQ between them:
+  Engine --add/abort/call--> scheduler --token outputs--> detokenizer --text deltas--> Engine
+`Engine` is SGLang's offline engine, and the HTTP server's tokenizer manager: the server's
+handlers await `async_generate` on the event loop while one receiver thread routes results.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +22,9 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import zmq
 
+from runtime.detokenizer_process import spawn_detokenizer_process
 from runtime.model_loader.loader import load_tokenizer, prepare_model_folder
-from runtime.response import ResponseBuilder
+from runtime.response import RequestResult, ResultDelta
 from runtime.sampling.sampling_params import SamplingParams
 from runtime.scheduler.process import spawn_scheduler_process
 from runtime.scheduler.req import GenerateInput
@@ -43,6 +50,10 @@ class Engine:
         self._tickets = itertools.count()
         self._dead: str | None = None
         self._receiver: threading.Thread | None = None
+        self._procs: list[subprocess.Popen] = []
+        # Hooks for the HTTP server: metrics see every delta; a dead child takes the server down.
+        self.on_delta: Callable[[RequestResult, ResultDelta], None] | None = None
+        self.on_death: Callable[[str], None] | None = None
         # Convert once here, so the child only loads a folder.
         folder = prepare_model_folder(self.server_args.model_path, self.server_args.cache_dir)
         child_args = ServerArgs.from_kwargs(**{**self.server_args.__dict__, "model_path": folder})
@@ -51,9 +62,16 @@ class Engine:
         self._send = self._zmq.socket(zmq.PUSH)
         self._recv = self._zmq.socket(zmq.PULL)
         in_addr, out_addr = f"ipc://{self._tmp}/in", f"ipc://{self._tmp}/out"
+        detok_addr = f"ipc://{self._tmp}/detok"
         self._send.bind(in_addr)
         self._recv.bind(out_addr)
-        self._proc = spawn_scheduler_process(child_args, in_addr, out_addr)
+        a = self.server_args
+        self._procs = [
+            spawn_scheduler_process(child_args, in_addr, detok_addr),
+            spawn_detokenizer_process(
+                folder, a.tokenizer_path, a.log_level, detok_addr, out_addr
+            ),
+        ]
         self._closed = False
         atexit.register(self.shutdown)
         try:
@@ -69,15 +87,19 @@ class Engine:
         )
         self._receiver.start()
 
+    def _dead_child(self) -> str | None:
+        for name, p in zip(("scheduler", "detokenizer"), self._procs):
+            if p.poll() is not None:
+                return f"{name} process exited with code {p.returncode}"
+        return None
+
     def _wait_ready(self) -> dict:
         while not self._recv.poll(500):
-            if self._proc.poll() is not None:
-                raise RuntimeError(
-                    f"scheduler process exited with code {self._proc.returncode} while loading"
-                )
+            if why := self._dead_child():
+                raise RuntimeError(f"{why} while loading")
         msg = self._recv.recv_pyobj()
         if msg[0] != "ready":
-            raise RuntimeError(f"scheduler process failed to start: {msg[1]}")
+            raise RuntimeError(f"runtime failed to start: {msg[1]}")
         return msg[1]
 
     # ---- receiving ----
@@ -86,11 +108,11 @@ class Engine:
         while not self._closed:
             try:
                 if not self._recv.poll(500):
-                    if self._proc.poll() is not None:
+                    if why := self._dead_child():
                         if not self._closing:
-                            self._fail_all(
-                                f"scheduler process died (exit code {self._proc.returncode})"
-                            )
+                            self._fail_all(why.replace("exited", "died"))
+                            if self.on_death is not None:
+                                self.on_death(self._dead)
                         return
                     continue
                 msg = self._recv.recv_pyobj()
@@ -98,8 +120,8 @@ class Engine:
                 return
             kind = msg[0]
             if kind == "out":
-                for out in msg[1]:
-                    self._route(out.rid, out)
+                for delta in msg[1]:
+                    self._route(delta.rid, delta)
             elif kind in ("error", "reply"):
                 self._route(msg[1], msg[2])
 
@@ -142,7 +164,7 @@ class Engine:
         With `stream=True` it yields a dict per step carrying the cumulative text so far
         (with `index` when several sequences stream at once); the last one has finish_reason.
         """
-        batch, inputs, builders = self._prepare(
+        batch, inputs, results = self._prepare(
             prompt,
             sampling_params,
             input_ids,
@@ -155,14 +177,14 @@ class Engine:
         q: queue.Queue = queue.Queue()
         self._submit(inputs, q.put)
         if stream:
-            return self._stream(q, builders)
+            return self._stream(q, results)
         try:
-            while not all(b.finished for b in builders.values()):
-                self._accept(q.get(), builders)
+            while not all(b.finished for b in results.values()):
+                self._accept(q.get(), results)
         except BaseException:
-            self._abort_unfinished(builders)
+            self._abort_unfinished(results)
             raise
-        return self._results(batch, inputs, builders)
+        return self._results(batch, inputs, results)
 
     async def async_generate(
         self,
@@ -178,7 +200,7 @@ class Engine:
     ) -> dict | list[dict] | AsyncIterator[dict]:
         """`generate` for asyncio callers: awaits the result, or with `stream=True` returns an
         async iterator; a cancelled or abandoned call aborts its requests."""
-        batch, inputs, builders = self._prepare(
+        batch, inputs, results = self._prepare(
             prompt,
             sampling_params,
             input_ids,
@@ -192,14 +214,14 @@ class Engine:
         aq: asyncio.Queue = asyncio.Queue()
         self._submit(inputs, lambda item: loop.call_soon_threadsafe(aq.put_nowait, item))
         if stream:
-            return self._astream(aq, builders)
+            return self._astream(aq, results)
         try:
-            while not all(b.finished for b in builders.values()):
-                self._accept(await aq.get(), builders)
+            while not all(b.finished for b in results.values()):
+                self._accept(await aq.get(), results)
         except BaseException:
-            self._abort_unfinished(builders)
+            self._abort_unfinished(results)
             raise
-        return self._results(batch, inputs, builders)
+        return self._results(batch, inputs, results)
 
     def _prepare(
         self,
@@ -212,7 +234,7 @@ class Engine:
         rid,
         return_text_in_logprobs,
     ):
-        """Validates and tokenizes; returns (is batch, inputs, a ResponseBuilder per rid)."""
+        """Validates and tokenizes; returns (is batch, inputs, a RequestResult per rid)."""
         batch, prompts = self._prompt_ids(prompt, input_ids)
         params_list = self._params(sampling_params, len(prompts))
         rids = self._rids(rid, len(prompts))
@@ -244,15 +266,14 @@ class Engine:
                         return_logprob=return_logprob,
                         logprob_start_len=start,
                         top_logprobs_num=top_logprobs_num or 0,
+                        return_text_in_logprobs=return_text_in_logprobs,
                     )
                 )
-        builders = {
-            inp.rid: ResponseBuilder(
-                inp.rid, self.tokenizer, inp.params, return_logprob, return_text_in_logprobs
-            )
+        results = {
+            inp.rid: RequestResult(inp.rid, return_logprob, bool(top_logprobs_num))
             for inp in inputs
         }
-        return batch, inputs, builders
+        return batch, inputs, results
 
     def _submit(self, inputs: list[GenerateInput], sink: Callable) -> None:
         """Routes the requests' outputs to `sink((rid, item))` and sends them to the scheduler."""
@@ -265,53 +286,55 @@ class Engine:
         for inp in inputs:
             self._post(("add", inp))
 
-    def _accept(self, message, builders: dict[str, ResponseBuilder]) -> ResponseBuilder:
+    def _accept(self, message, results: dict[str, RequestResult]) -> RequestResult:
         """Applies one routed message; an error fails the whole call."""
         rid, item = message
         if isinstance(item, Exception):
             raise item
-        b = builders[rid]
-        b.add(item)
-        if b.finished:
+        r = results[rid]
+        r.apply(item)
+        if self.on_delta is not None:
+            self.on_delta(r, item)
+        if r.finished:
             with self._routes_lock:
                 self._routes.pop(rid, None)
-        return b
+        return r
 
-    def _abort_unfinished(self, builders) -> None:
+    def _abort_unfinished(self, results) -> None:
         with self._routes_lock:
-            for rid in builders:
+            for rid in results:
                 self._routes.pop(rid, None)
-        for rid, b in builders.items():
+        for rid, b in results.items():
             if not b.finished and not (self._closed or self._dead):
                 self.abort_request(rid)
 
     @staticmethod
-    def _results(batch: bool, inputs, builders) -> dict | list[dict]:
-        ordered = [builders[inp.rid].result() for inp in inputs]
+    def _results(batch: bool, inputs, results) -> dict | list[dict]:
+        ordered = [results[inp.rid].result() for inp in inputs]
         return ordered[0] if not batch and len(ordered) == 1 else ordered
 
     @staticmethod
-    def _chunk(b: ResponseBuilder, index: dict[str, int]) -> dict:
+    def _chunk(b: RequestResult, index: dict[str, int]) -> dict:
         chunk = b.result()
         if len(index) > 1:
             chunk["index"] = index[b.rid]
         return chunk
 
-    def _stream(self, q: queue.Queue, builders) -> Iterator[dict]:
-        index = {rid: i for i, rid in enumerate(builders)}
+    def _stream(self, q: queue.Queue, results) -> Iterator[dict]:
+        index = {rid: i for i, rid in enumerate(results)}
         try:
-            while not all(b.finished for b in builders.values()):
-                yield self._chunk(self._accept(q.get(), builders), index)
+            while not all(b.finished for b in results.values()):
+                yield self._chunk(self._accept(q.get(), results), index)
         finally:
-            self._abort_unfinished(builders)
+            self._abort_unfinished(results)
 
-    async def _astream(self, aq: asyncio.Queue, builders) -> AsyncIterator[dict]:
-        index = {rid: i for i, rid in enumerate(builders)}
+    async def _astream(self, aq: asyncio.Queue, results) -> AsyncIterator[dict]:
+        index = {rid: i for i, rid in enumerate(results)}
         try:
-            while not all(b.finished for b in builders.values()):
-                yield self._chunk(self._accept(await aq.get(), builders), index)
+            while not all(b.finished for b in results.values()):
+                yield self._chunk(self._accept(await aq.get(), results), index)
         finally:
-            self._abort_unfinished(builders)
+            self._abort_unfinished(results)
 
     def abort_request(self, rid: str) -> None:
         """Stops a request wherever it is; its caller gets finish_reason `abort`."""
@@ -391,7 +414,7 @@ class Engine:
         return self._call("flush_cache")
 
     def shutdown(self) -> None:
-        """Stops the scheduler process (aborting what runs) and removes the socket folder."""
+        """Stops the child processes (aborting what runs) and removes the socket folder."""
         if self._closed:
             return
         self._closing = True
@@ -400,11 +423,12 @@ class Engine:
                 self._send.send_pyobj(("shutdown",), flags=zmq.NOBLOCK)
         except zmq.Again:
             pass  # the child is not listening; it is terminated below
-        try:
-            self._proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        for p in self._procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
         self._closed = True
         if self._receiver is not None:
             self._receiver.join(timeout=2)

@@ -4,8 +4,11 @@ Running the scheduler as the main thread of its own process keeps torch's intra-
 to itself (in a side thread of a busy process, decode ran at half speed on a 2-core machine), and
 it is the shape the HTTP server uses too. Messages are pickled tuples:
   in:  ("add", GenerateInput) | ("abort", rid) | ("call", ticket, name) | ("shutdown",)
-  out: ("ready", info) | ("out", [ReqOutput]) | ("error", rid, Exception) | ("reply", ticket, value)
-A call runs `server_info` or `flush_cache` between two steps.
+  out: ("ready", info) | ("failed", why) | ("new", GenerateInput) | ("out", [ReqOutput])
+       | ("error", rid, Exception) | ("reply", ticket, value) | ("shutdown",)
+Outputs go to the detokenizer process, which passes them on to the client as text; "new" tells
+it of a request before its first output, on the same socket so it always arrives first. A call
+runs `server_info` or `flush_cache` between two steps.
 """
 
 from __future__ import annotations
@@ -13,11 +16,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import sys
 
 import zmq
 
+from runtime.processes import child_setup, ipc_dir, parent_gone, spawn
 from runtime.server_args import ServerArgs
 
 logger = logging.getLogger(__name__)
@@ -37,15 +40,12 @@ def scheduler_info(runner, scheduler) -> dict:
 
 def run_scheduler_process(args: ServerArgs, in_addr: str, out_addr: str) -> None:
     """Process entry point; returns when told to shut down or when its parent is gone."""
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    parent = child_setup(args.log_level)
     ctx = zmq.Context()
     recv = ctx.socket(zmq.PULL)
     recv.connect(in_addr)
     send = ctx.socket(zmq.PUSH)
     send.connect(out_addr)
-    parent = os.getppid()
     try:
         from runtime.model_loader.loader import load_tokenizer
         from runtime.model_runner import ModelRunner
@@ -63,17 +63,17 @@ def run_scheduler_process(args: ServerArgs, in_addr: str, out_addr: str) -> None
         return
     send.send_pyobj(("ready", scheduler_info(runner, scheduler)))
     try:
-        _serve(recv, send, runner, scheduler, parent)
+        _serve(recv, send, runner, scheduler, parent, ipc_dir(in_addr))
     finally:
+        send.send_pyobj(("shutdown",))
         recv.close(linger=0)
         send.close(linger=1000)
         ctx.term()
 
 
-def _serve(recv, send, runner, scheduler, parent: int) -> None:
+def _serve(recv, send, runner, scheduler, parent: int, socket_dir: str) -> None:
     while True:
-        if os.getppid() != parent:  # also mid-work: a killed client leaves no orphan behind
-            logger.warning("parent process is gone; scheduler exits")
+        if parent_gone(parent, socket_dir):  # also mid-work: a killed client leaves no orphan
             return
         # Block only while idle; with work queued, take what has arrived and run a step.
         if not scheduler.has_work() and not recv.poll(1000):
@@ -90,6 +90,8 @@ def _serve(recv, send, runner, scheduler, parent: int) -> None:
                     scheduler.add_request(msg[1])
                 except Exception as e:
                     send.send_pyobj(("error", msg[1].rid, e))
+                else:
+                    send.send_pyobj(("new", msg[1]))
             elif kind == "abort":
                 send.send_pyobj(("out", scheduler.abort_request(msg[1])))
             elif kind == "call":
@@ -105,14 +107,7 @@ def _serve(recv, send, runner, scheduler, parent: int) -> None:
 
 
 def spawn_scheduler_process(args: ServerArgs, in_addr: str, out_addr: str):
-    """Starts `python -m runtime.scheduler.process` (a fresh interpreter: the caller's main
-    module is never re-imported, so scripts need no `__main__` guard)."""
-    import subprocess
-
-    payload = json.dumps(dataclasses.asdict(args))
-    return subprocess.Popen(
-        [sys.executable, "-m", "runtime.scheduler.process", in_addr, out_addr, payload]
-    )
+    return spawn("runtime.scheduler.process", in_addr, out_addr, json.dumps(dataclasses.asdict(args)))
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ class GenerateInput:
     return_logprob: bool = False
     logprob_start_len: int = -1  # -1: no input logprobs
     top_logprobs_num: int = 0
+    return_text_in_logprobs: bool = False  # read by the detokenizer
 
 
 @dataclass

@@ -232,23 +232,29 @@ def test_server_info(engine):
     assert info["context_length"] == 8192
 
 
-def test_shutdown_leaves_nothing_and_a_dead_scheduler_fails_fast():
+@pytest.mark.parametrize("victim", [0, 1], ids=["scheduler", "detokenizer"])
+def test_shutdown_leaves_nothing_and_a_dead_child_fails_fast(victim):
     import os
 
     from runtime import Engine
 
     eng = Engine(max_total_tokens=1024, log_level="error")
-    proc, folder = eng._proc, eng._tmp
+    procs, folder = eng._procs, eng._tmp
+    deaths = []
+    eng.on_death = deaths.append
     assert eng.generate("Hi", {"max_new_tokens": 2})["meta_info"]["completion_tokens"] == 2
-    proc.kill()
-    with pytest.raises(RuntimeError, match="scheduler process died"):
+    procs[victim].kill()
+    name = ["scheduler", "detokenizer"][victim]
+    with pytest.raises(RuntimeError, match=f"{name} process died"):
         eng.generate("Hi", {"max_new_tokens": 50})
+    assert deaths and name in deaths[0]
     eng.shutdown()
     assert not os.path.exists(folder)
+    assert all(p.poll() is not None for p in procs)
 
     with Engine(max_total_tokens=1024, log_level="error") as eng:
-        proc, folder = eng._proc, eng._tmp
-    assert proc.poll() is not None and not os.path.exists(folder)
+        procs, folder = eng._procs, eng._tmp
+    assert all(p.poll() == 0 for p in procs) and not os.path.exists(folder)
 
 
 def test_async_generate_matches_and_streams(engine):
@@ -280,8 +286,9 @@ def test_async_generate_matches_and_streams(engine):
     assert _pool_is_whole(engine)
 
 
-def test_scheduler_exits_when_its_client_is_killed(tmp_path):
-    """SIGKILL of the process holding the Engine, mid-generation, leaves no scheduler behind."""
+def test_children_exit_when_their_client_is_killed(tmp_path):
+    """SIGKILL of the process holding the Engine, mid-generation, leaves no child process and
+    no socket folder behind."""
     import os
     import signal
     import subprocess
@@ -292,7 +299,7 @@ def test_scheduler_exits_when_its_client_is_killed(tmp_path):
         "import os, sys, threading\n"
         "from runtime import Engine\n"
         "e = Engine(max_total_tokens=1024, log_level='error')\n"
-        "print(e._proc.pid, flush=True)\n"
+        "print(*[p.pid for p in e._procs], e._tmp, flush=True)\n"
         "e.generate('Hi', {'max_new_tokens': 900, 'ignore_eos': True})\n"
     )
     client = subprocess.Popen(
@@ -301,7 +308,7 @@ def test_scheduler_exits_when_its_client_is_killed(tmp_path):
         text=True,
         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
     )
-    child = int(client.stdout.readline())
+    *pids, folder = client.stdout.readline().split()
     time.sleep(1.0)
     client.send_signal(signal.SIGKILL)
     client.wait()
@@ -314,8 +321,11 @@ def test_scheduler_exits_when_its_client_is_killed(tmp_path):
             return False
 
     for _ in range(100):
-        if not running(child):
-            return
+        if not any(running(int(p)) for p in pids):
+            break
         time.sleep(0.1)
-    os.kill(child, signal.SIGKILL)
-    raise AssertionError("the scheduler process outlived its client")
+    else:
+        for p in pids:
+            os.kill(int(p), signal.SIGKILL)
+        raise AssertionError("a child process outlived its client")
+    assert not os.path.exists(folder)

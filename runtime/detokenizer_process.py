@@ -1,0 +1,91 @@
+"""The detokenizer's own process: token outputs in from the scheduler, text deltas out to the client.
+
+Incremental detokenization, stop-string trimming and the token text of logprob entries cost
+Python time per token per request; here they run beside the scheduler instead of inside it or
+the HTTP event loop. Messages (pickled tuples), in from the scheduler:
+  ("new", GenerateInput) | ("out", [ReqOutput]) | ("ready", info) | ("failed", why)
+  | ("error", rid, Exception) | ("reply", ticket, value) | ("shutdown",)
+and out to the client: the same, with ("out", [ResultDelta]) and without "new" / "shutdown".
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import zmq
+
+from runtime.processes import child_setup, ipc_dir, parent_gone, spawn
+
+logger = logging.getLogger(__name__)
+
+
+def run_detokenizer_process(
+    model_folder: str, tokenizer_path: str | None, log_level: str, in_addr: str, out_addr: str
+) -> None:
+    parent = child_setup(log_level)
+    ctx = zmq.Context()
+    recv = ctx.socket(zmq.PULL)
+    recv.bind(in_addr)
+    send = ctx.socket(zmq.PUSH)
+    send.connect(out_addr)
+    try:
+        from runtime.model_loader.loader import load_tokenizer
+        from runtime.response import ResponseBuilder
+
+        tokenizer = load_tokenizer(model_folder, tokenizer_path)
+    except Exception as e:
+        logger.exception("detokenizer failed to start")
+        send.send_pyobj(("failed", f"detokenizer: {type(e).__name__}: {e}"))
+        return
+    builders: dict[str, ResponseBuilder] = {}
+    try:
+        while not parent_gone(parent, ipc_dir(in_addr)):
+            if not recv.poll(1000):
+                continue
+            msg = recv.recv_pyobj()
+            kind = msg[0]
+            if kind == "new":
+                inp = msg[1]
+                builders[inp.rid] = ResponseBuilder(
+                    inp.rid, tokenizer, inp.params, inp.return_text_in_logprobs
+                )
+            elif kind == "out":
+                deltas = []
+                for out in msg[1]:
+                    b = builders.get(out.rid)
+                    if b is None:
+                        continue
+                    deltas.append(b.add(out))
+                    if b.finished:
+                        del builders[out.rid]
+                if deltas:
+                    send.send_pyobj(("out", deltas))
+            elif kind == "shutdown":
+                return
+            else:
+                if kind == "error":
+                    builders.pop(msg[1], None)
+                send.send_pyobj(msg)
+    finally:
+        recv.close(linger=0)
+        send.close(linger=1000)
+        ctx.term()
+
+
+def spawn_detokenizer_process(
+    model_folder: str, tokenizer_path: str | None, log_level: str, in_addr: str, out_addr: str
+):
+    return spawn(
+        "runtime.detokenizer_process",
+        model_folder,
+        tokenizer_path or "",
+        log_level,
+        in_addr,
+        out_addr,
+    )
+
+
+if __name__ == "__main__":
+    folder, tok_path, level, a, b = sys.argv[1:6]
+    run_detokenizer_process(folder, tok_path or None, level, a, b)

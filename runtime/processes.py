@@ -1,0 +1,44 @@
+"""Child processes of a runtime: how they are started and how they notice their parent is gone.
+
+Children are fresh interpreters (`python -m module ...`): the caller's main module is never
+re-imported, so user scripts need no `__main__` guard. They ignore SIGINT, so a Ctrl-C in the
+terminal reaches only the parent, which then shuts them down in order; they exit on their own
+when the parent disappears without doing so (SIGKILL), and remove its socket folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def spawn(module: str, *argv: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", module, *argv])
+
+
+def child_setup(log_level: str) -> int:
+    """Logging and signals for a child process; returns the parent's pid to watch."""
+    logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return os.getppid()
+
+
+def parent_gone(parent: int, socket_dir: str | None = None) -> bool:
+    """True once the parent has died; the first child to notice removes its socket folder."""
+    if os.getppid() == parent:
+        return False
+    logging.getLogger(__name__).warning("parent process %d is gone; exiting", parent)
+    if socket_dir:
+        shutil.rmtree(socket_dir, ignore_errors=True)
+    return True
+
+
+def ipc_dir(addr: str) -> str:
+    """The folder of an `ipc://folder/name` address."""
+    return os.path.dirname(addr.removeprefix("ipc://"))
