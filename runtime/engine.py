@@ -68,9 +68,7 @@ class Engine:
         a = self.server_args
         self._procs = [
             spawn_scheduler_process(child_args, in_addr, detok_addr),
-            spawn_detokenizer_process(
-                folder, a.tokenizer_path, a.log_level, detok_addr, out_addr
-            ),
+            spawn_detokenizer_process(folder, a.tokenizer_path, a.log_level, detok_addr, out_addr),
         ]
         self._closed = False
         atexit.register(self.shutdown)
@@ -341,6 +339,13 @@ class Engine:
         if not (self._closed or self._dead):
             self._post(("abort", rid))
 
+    def abort_all(self) -> None:
+        """Aborts every request this client has open."""
+        with self._routes_lock:
+            rids = [r for r in self._routes if isinstance(r, str)]
+        for rid in rids:
+            self.abort_request(rid)
+
     def _prompt_ids(self, prompt, input_ids) -> tuple[bool, list[list[int]]]:
         if (prompt is None) == (input_ids is None):
             raise ValueError("prompt / input_ids: give exactly one of them")
@@ -391,7 +396,7 @@ class Engine:
 
     def _call(self, name: str):
         """Runs a scheduler method between two of its steps and returns its result."""
-        ticket = f"call-{next(self._tickets)}"
+        ticket = ("call", next(self._tickets))  # never equal to a request id (a str)
         q: queue.Queue = queue.Queue()
         with self._routes_lock:
             self._routes[ticket] = q.put

@@ -130,6 +130,7 @@ class RequestResult:
         self.output_top_logprobs: list = []
         self.created = time.perf_counter()
         self.first_token_time: float | None = None
+        self.prev_token_time: float | None = None  # before the last delta with tokens
         self.last_token_time: float | None = None
         self.updates = 0
 
@@ -156,7 +157,7 @@ class RequestResult:
             now = time.perf_counter()
             if self.first_token_time is None:
                 self.first_token_time = now
-            self.last_token_time = now
+            self.prev_token_time, self.last_token_time = self.last_token_time, now
 
     def result(self) -> dict:
         meta = {**self.meta, "finish_reason": self.finish_reason}

@@ -15,6 +15,10 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 class ServerArgs:
     model_path: str | None = None  # None: the embedded default model
     tokenizer_path: str | None = None
+    served_model_name: str | None = None  # None: the model file's or folder's name
+    host: str = "127.0.0.1"
+    port: int = 30000
+    api_key: str | None = None
     device: str = "auto"
     dtype: str = "auto"
     context_length: int | None = None
@@ -41,6 +45,7 @@ class ServerArgs:
             if not ok:
                 raise ValueError(f"{name}: {msg}")
 
+        need(0 <= self.port < 65536, "port", f"must be in [0, 65535], got {self.port}")
         need(self.dtype in DTYPES, "dtype", f"must be one of {DTYPES}, got {self.dtype!r}")
         need(
             self.attention_backend in ATTENTION_BACKENDS,
@@ -107,6 +112,10 @@ _CLI_FLAGS = [
         "GGUF file or Hugging Face folder (default: SmolLM2-135M-Instruct, embedded)",
     ),
     ("--tokenizer-path", str, "tokenizer folder, when it is not beside the model"),
+    ("--served-model-name", str, "the model's name in the OpenAI API (default: from its path)"),
+    ("--host", str, "address the HTTP server listens on"),
+    ("--port", int, "port the HTTP server listens on"),
+    ("--api-key", str, "require `Authorization: Bearer <key>` on every route but /health"),
     ("--device", str, "cpu, cuda, or auto"),
     ("--dtype", str, "weights and activations (auto: float32 on the CPU, bfloat16 on CUDA)"),
     ("--context-length", int, "longest prompt + output (default: the model's)"),

@@ -5,6 +5,18 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+# SGLang's sampling params that ask for something this runtime does not do; accepted when empty.
+NOT_SUPPORTED = (
+    "regex",
+    "json_schema",
+    "ebnf",
+    "structural_tag",
+    "stop_regex",
+    "no_stop_trim",
+    "logit_bias",
+    "custom_params",
+)
+
 
 @dataclass
 class SamplingParams:
@@ -30,6 +42,11 @@ class SamplingParams:
         params = dict(params or {})
         if "sampling_seed" in params and "seed" not in params:
             params["seed"] = params.pop("sampling_seed")
+        for name in NOT_SUPPORTED:
+            if name in params:
+                if params[name] not in (None, False, [], {}, ""):
+                    raise ValueError(f"sampling_params.{name}: not supported by this server")
+                del params[name]  # SGLang's clients send them empty with every request
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(params) - names)
         if unknown:

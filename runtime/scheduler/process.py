@@ -107,7 +107,9 @@ def _serve(recv, send, runner, scheduler, parent: int, socket_dir: str) -> None:
 
 
 def spawn_scheduler_process(args: ServerArgs, in_addr: str, out_addr: str):
-    return spawn("runtime.scheduler.process", in_addr, out_addr, json.dumps(dataclasses.asdict(args)))
+    return spawn(
+        "runtime.scheduler.process", in_addr, out_addr, json.dumps(dataclasses.asdict(args))
+    )
 
 
 if __name__ == "__main__":

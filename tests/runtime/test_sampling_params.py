@@ -37,3 +37,10 @@ def test_length_checks():
         sp.check_lengths(prompt_len=7, context_len=16, vocab_size=10)
     with pytest.raises(ValueError, match="stop_token_ids"):
         sp.check_lengths(prompt_len=1, context_len=16, vocab_size=3)
+
+
+def test_sglang_clients_empty_extras_are_accepted_and_set_ones_refused():
+    sent = {"regex": None, "json_schema": None, "stop_regex": [], "temperature": 0}
+    assert SamplingParams.from_dict(sent).is_greedy
+    with pytest.raises(ValueError, match=r"^sampling_params\.regex: not supported"):
+        SamplingParams.from_dict({"regex": "a+"})

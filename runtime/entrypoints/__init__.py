@@ -1,0 +1,1 @@
+"""The HTTP server: SGLang's native protocol, the OpenAI protocol, metrics."""

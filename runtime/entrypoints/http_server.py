@@ -1,0 +1,238 @@
+"""The HTTP server: SGLang's native routes here, the OpenAI routes from `openai_api`, one Engine.
+
+The Engine is the tokenizer manager: handlers validate and tokenize on the event loop and await
+results that its receiver thread routes back from the detokenizer process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import secrets
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from runtime.engine import Engine
+from runtime.entrypoints.http_utils import (
+    JSON,
+    APIError,
+    error_response,
+    read_json,
+    sse_response,
+    until_disconnect,
+)
+from runtime.entrypoints.metrics import Metrics
+from runtime.entrypoints.openai_api import openai_router
+from runtime.model_loader.loader import default_model_path
+from runtime.server_args import ServerArgs
+
+logger = logging.getLogger(__name__)
+
+VERSION = "0.1.0"
+
+# /generate fields: name -> accepted types (None: any, checked by the Engine)
+GENERATE_FIELDS = {
+    "text": None,
+    "input_ids": None,
+    "sampling_params": None,
+    "rid": None,
+    "stream": (bool,),
+    "return_logprob": (bool,),
+    "return_text_in_logprobs": (bool,),
+    "logprob_start_len": None,
+    "top_logprobs_num": None,
+}
+# Fields SGLang's clients may send that ask for nothing here when empty or off.
+IGNORED_WHEN_EMPTY = {"image_data", "modalities", "lora_path", "log_metrics", "session_params"}
+
+
+def generate_kwargs(body: dict) -> dict:
+    """Maps a /generate body to `Engine.async_generate` keywords, naming any bad field."""
+    kwargs = {}
+    for name, value in body.items():
+        if name in IGNORED_WHEN_EMPTY:
+            if value not in (None, False, [], {}, "") and name != "log_metrics":
+                raise APIError(400, f"{name}: not supported by this server", name)
+            continue
+        if name not in GENERATE_FIELDS:
+            raise APIError(
+                400, f"{name}: unknown field (known: {', '.join(GENERATE_FIELDS)})", name
+            )
+        types = GENERATE_FIELDS[name]
+        if value is None:
+            continue
+        if types and not isinstance(value, types):
+            raise APIError(400, f"{name}: must be true or false, got {value!r}", name)
+        kwargs["prompt" if name == "text" else name] = value
+    if "prompt" not in kwargs and "input_ids" not in kwargs:
+        raise APIError(400, "text: give `text` or `input_ids`", "text")
+    return kwargs
+
+
+def native_error(e: ValueError) -> str:
+    """The Engine names its Python parameter `prompt`; over HTTP the field is `text`."""
+    msg = str(e)
+    return "text" + msg[len("prompt") :] if msg.startswith("prompt") else msg
+
+
+class ApiKeyAuth:
+    """ASGI middleware: every route but /health needs `Authorization: Bearer <key>`."""
+
+    def __init__(self, app, api_key: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {api_key}".encode()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"] != "/health":
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not secrets.compare_digest(given, self.expected):
+                msg = "Authorization: missing or wrong API key (send `Bearer <key>`)"
+                await error_response(401, msg)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(engine: Engine, args: ServerArgs) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        engine.shutdown()  # before uvicorn re-raises the signal that stopped it
+
+    app = FastAPI(
+        title="radixserve", version=VERSION, default_response_class=JSON, lifespan=lifespan
+    )
+    metrics = Metrics(engine.get_server_info)
+    engine.on_delta = metrics.observe
+    app.state.engine, app.state.args, app.state.metrics = engine, args, metrics
+    model_path = args.model_path or default_model_path()
+    app.state.served_model_name = args.served_model_name or os.path.basename(
+        model_path.rstrip("/")
+    ).removesuffix(".gguf")
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, e: APIError):
+        return error_response(e.status, e.message, e.param)
+
+    @app.exception_handler(ValueError)
+    async def _bad_value(request: Request, e: ValueError):
+        return error_response(400, native_error(e))
+
+    @app.exception_handler(RuntimeError)
+    async def _runtime_down(request: Request, e: RuntimeError):
+        return error_response(503, str(e))
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_body(request: Request, e: RequestValidationError):
+        first = e.errors()[0]
+        if first["type"] == "json_invalid":
+            return error_response(
+                400, f"body: not valid JSON ({first.get('ctx', {}).get('error', '')})"
+            )
+        loc = ".".join(str(x) for x in first["loc"] if x != "body") or "body"
+        return error_response(400, f"{loc}: {first['msg']}", loc)
+
+    @app.get("/health")
+    async def health():
+        return Response(status_code=200)
+
+    @app.get("/health_generate")
+    async def health_generate():
+        """Healthy when the model can prefill and decode one token right now."""
+        out = await engine.async_generate(
+            input_ids=[0], sampling_params={"max_new_tokens": 1, "temperature": 0}
+        )
+        return Response(status_code=200 if out["meta_info"]["finish_reason"] else 503)
+
+    @app.get("/get_model_info")
+    async def get_model_info():
+        return {
+            "model_path": model_path,
+            "tokenizer_path": args.tokenizer_path or model_path,
+            "served_model_name": app.state.served_model_name,
+            "is_generation": True,
+            "context_length": engine.context_len,
+            "vocab_size": engine.vocab_size,
+        }
+
+    def server_info() -> dict:
+        info = {**engine.get_server_info(), "version": VERSION}
+        info.pop("api_key", None)
+        return info
+
+    app.get("/get_server_info")(server_info)
+    app.get("/server_info")(server_info)
+
+    @app.api_route("/flush_cache", methods=["GET", "POST"])
+    def flush_cache():
+        if engine.flush_cache():
+            return PlainTextResponse("Cache flushed.\n")
+        return error_response(400, "Cache not flushed: requests are queued or running.")
+
+    @app.post("/abort_request")
+    async def abort_request(request: Request):
+        body = await read_json(request)
+        if body.get("abort_all"):
+            engine.abort_all()
+        elif isinstance(body.get("rid"), str):
+            engine.abort_request(body["rid"])
+        else:
+            raise APIError(400, "rid: give the request id to abort, or abort_all: true", "rid")
+        return Response(status_code=200)
+
+    @app.post("/generate")
+    async def generate(request: Request):
+        kwargs = generate_kwargs(await read_json(request))
+        try:
+            if kwargs.pop("stream", False):
+                chunks = await engine.async_generate(**kwargs, stream=True)
+                return sse_response(chunks, lambda chunk: [chunk])
+            return await until_disconnect(request, engine.async_generate(**kwargs))
+        except ValueError as e:
+            raise APIError(400, native_error(e)) from None
+
+    @app.get("/metrics")
+    def prometheus_metrics():
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(openai_router)
+    if args.api_key:
+        app.add_middleware(ApiKeyAuth, api_key=args.api_key)
+    return app
+
+
+def serve(args: ServerArgs) -> int:
+    """Loads the model, serves until SIGINT / SIGTERM or a child's death; returns an exit code."""
+    import uvicorn
+
+    engine = Engine(**dataclasses.asdict(args))
+    try:
+        app = create_app(engine, args)
+        config = uvicorn.Config(
+            app,
+            host=args.host,
+            port=args.port,
+            loop="uvloop",
+            log_level=args.log_level,
+            access_log=args.log_level == "debug",
+            timeout_keep_alive=5,
+            timeout_graceful_shutdown=3,
+        )
+        server = uvicorn.Server(config)
+        died: list[str] = []
+
+        def on_death(why: str) -> None:
+            logger.error("shutting the server down: %s", why)
+            died.append(why)
+            server.should_exit = True  # the serving loop polls it
+
+        engine.on_death = on_death
+        logger.info("serving %s on http://%s:%d", app.state.served_model_name, args.host, args.port)
+        server.run()
+    finally:
+        engine.shutdown()
+    return 1 if died else 0

@@ -1,0 +1,447 @@
+"""The OpenAI protocol: /v1/models, /v1/completions, /v1/chat/completions, streaming included.
+
+Requests become `Engine.async_generate` calls with our sampling params; SGLang's extra body
+fields (top_k, min_p, ignore_eos, ...) pass through to them, so an unknown one is a 400 naming it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Literal
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from runtime.entrypoints.http_utils import APIError, sse_response, until_disconnect
+
+openai_router = APIRouter()
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class _Common(BaseModel):
+    """Fields both endpoints take: OpenAI's, then SGLang's extras for our sampling params."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str = "default"
+    n: int = Field(1, ge=1)
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    user: str | None = None
+    logit_bias: dict | None = None
+    # SGLang's extras
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    min_tokens: int | None = None
+    stop_token_ids: list[int] | None = None
+    ignore_eos: bool | None = None
+    skip_special_tokens: bool | None = None
+    spaces_between_special_tokens: bool | None = None
+    regex: str | None = None
+    json_schema: str | None = None
+    ebnf: str | None = None
+    rid: str | None = None
+
+    def sampling_params(self, max_new_tokens: int) -> dict:
+        if self.logit_bias:
+            raise APIError(400, "logit_bias: not supported by this server", "logit_bias")
+        renamed = {"min_tokens": "min_new_tokens"}
+        params = {"max_new_tokens": max_new_tokens, "n": self.n}
+        for name in (
+            "temperature",
+            "top_p",
+            "stop",
+            "seed",
+            "presence_penalty",
+            "frequency_penalty",
+            "top_k",
+            "min_p",
+            "repetition_penalty",
+            "min_tokens",
+            "stop_token_ids",
+            "ignore_eos",
+            "skip_special_tokens",
+            "spaces_between_special_tokens",
+            "regex",
+            "json_schema",
+            "ebnf",
+        ):
+            value = getattr(self, name)
+            if value is not None:
+                params[renamed.get(name, name)] = value
+        return params
+
+
+class CompletionRequest(_Common):
+    prompt: str | list[str] | list[int] | list[list[int]]
+    max_tokens: int | None = Field(16, ge=0)
+    logprobs: int | None = Field(None, ge=0, le=20)
+    echo: bool = False
+    best_of: int | None = None
+    suffix: str | None = None
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(p.text for p in self.content)
+        return self.content or ""
+
+
+class ChatRequest(_Common):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=0)
+    max_completion_tokens: int | None = Field(None, ge=0)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    response_format: dict | None = None
+    tools: list | None = None
+    tool_choice: str | dict | None = None
+    parallel_tool_calls: bool | None = None
+
+
+FINISH = {"stop": "stop", "length": "length", "abort": "abort"}
+
+
+def _finish(meta: dict) -> tuple[str | None, object]:
+    fr = meta.get("finish_reason")
+    if fr is None:
+        return None, None
+    return FINISH.get(fr["type"], fr["type"]), fr.get("matched")
+
+
+def _usage(results: list[dict], n: int) -> dict:
+    """Prompt and cached tokens count once per prompt (the first of its n choices)."""
+    firsts = [r["meta_info"] for r in results[::n]]
+    prompt = sum(m["prompt_tokens"] for m in firsts)
+    completion = sum(r["meta_info"]["completion_tokens"] for r in results)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": sum(m["cached_tokens"] for m in firsts)},
+    }
+
+
+def _completion_logprobs(entries: list, tops: list | None, offset: int) -> dict:
+    texts = [e[2] for e in entries]
+    offsets, pos = [], offset
+    for t in texts:
+        offsets.append(pos)
+        pos += len(t)
+    return {
+        "tokens": texts,
+        "token_logprobs": [e[0] for e in entries],
+        "top_logprobs": [{t[2]: t[0] for t in top or []} for top in tops] if tops else None,
+        "text_offset": offsets,
+    }
+
+
+def _chat_logprobs(entries: list, tops: list | None) -> dict:
+    def item(e) -> dict:
+        return {"token": e[2], "logprob": e[0], "bytes": list(e[2].encode())}
+
+    content = []
+    for i, e in enumerate(entries):
+        top = tops[i] if tops and i < len(tops) else None
+        content.append({**item(e), "top_logprobs": [item(t) for t in top or []]})
+    return {"content": content}
+
+
+class _Choices:
+    """Per choice index: what a stream has sent so far, so each chunk carries only the news."""
+
+    def __init__(self) -> None:
+        self.text: dict[int, str] = {}
+        self.logprobs: dict[int, int] = {}
+        self.started: set[int] = set()
+
+    def first(self, index: int) -> bool:
+        """True the first time a choice shows up."""
+        new = index not in self.started
+        self.started.add(index)
+        return new
+
+    def delta(self, index: int, chunk: dict) -> tuple[str, list, list | None]:
+        text = chunk["text"]
+        sent = self.text.get(index, "")
+        self.text[index] = text
+        meta = chunk["meta_info"]
+        entries = meta.get("output_token_logprobs") or []
+        start = self.logprobs.get(index, 0)
+        self.logprobs[index] = len(entries)
+        tops = meta.get("output_top_logprobs")
+        return text[len(sent) :], entries[start:], tops[start:] if tops else None
+
+
+def _engine(request: Request):
+    return request.app.state.engine
+
+
+def _check_model_len(n_prompt: int, context: int) -> None:
+    if n_prompt >= context:
+        raise APIError(
+            400,
+            f"prompt: {n_prompt} tokens leave no room in the context length of {context} tokens",
+            "prompt",
+        )
+
+
+@openai_router.get("/v1/models")
+async def list_models(request: Request):
+    state = request.app.state
+    return {
+        "object": "list",
+        "data": [
+            {
+                "id": state.served_model_name,
+                "object": "model",
+                "created": int(time.time()),
+                "owned_by": "radixserve",
+                "root": state.served_model_name,
+                "max_model_len": state.engine.context_len,
+            }
+        ],
+    }
+
+
+@openai_router.post("/v1/completions")
+async def completions(req: CompletionRequest, request: Request):
+    engine = _engine(request)
+    if req.suffix:
+        raise APIError(400, "suffix: not supported by this server", "suffix")
+    if req.best_of not in (None, req.n):
+        raise APIError(400, "best_of: only best_of == n is supported", "best_of")
+    if req.echo and req.logprobs is not None:
+        raise APIError(400, "echo: not supported together with logprobs", "echo")
+    p = req.prompt
+    if isinstance(p, list) and not p:
+        raise APIError(400, "prompt: must not be empty", "prompt")
+    is_ids = isinstance(p, list) and isinstance(p[0], (int, list))
+    kwargs = {"input_ids": p} if is_ids else {"prompt": p}
+    prompts = p if isinstance(p, list) and not (is_ids and isinstance(p[0], int)) else [p]
+    kwargs.update(
+        sampling_params=req.sampling_params(req.max_tokens),
+        return_logprob=req.logprobs is not None,
+        top_logprobs_num=req.logprobs or None,
+        return_text_in_logprobs=True,
+        rid=req.rid,
+    )
+    echoes = [
+        (engine.tokenizer.decode(x) if is_ids else x) if req.echo else ""
+        for x in prompts
+        for _ in range(req.n)
+    ]
+    cid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+
+    def choice(i: int, text: str, entries, tops, meta: dict, offset: int) -> dict:
+        finish, matched = _finish(meta)
+        return {
+            "index": i,
+            "text": text,
+            "logprobs": _completion_logprobs(entries, tops, offset)
+            if req.logprobs is not None
+            else None,
+            "finish_reason": finish,
+            "matched_stop": matched,
+        }
+
+    try:
+        if req.stream:
+            chunks = await engine.async_generate(**kwargs, stream=True)
+            seen = _Choices()
+            finals: dict[int, dict] = {}
+
+            def events(chunk: dict):
+                i = chunk.get("index", 0)
+                sent = len(seen.text.get(i, ""))
+                text, entries, tops = seen.delta(i, chunk)
+                if seen.first(i):
+                    text = echoes[i] + text
+                if chunk["meta_info"]["finish_reason"] is not None:
+                    finals[i] = chunk
+                c = choice(i, text, entries, tops, chunk["meta_info"], sent)
+                yield {
+                    "id": cid,
+                    "object": "text_completion",
+                    "created": created,
+                    "model": req.model,
+                    "choices": [c],
+                }
+
+            def tail():
+                if req.stream_options and req.stream_options.include_usage:
+                    results = [finals[i] for i in sorted(finals)]
+                    yield {
+                        "id": cid,
+                        "object": "text_completion",
+                        "created": created,
+                        "model": req.model,
+                        "choices": [],
+                        "usage": _usage(results, req.n),
+                    }
+
+            return sse_response(chunks, events, tail)
+        out = await until_disconnect(request, engine.async_generate(**kwargs))
+    except ValueError as e:
+        raise APIError(400, str(e)) from None
+    results = out if isinstance(out, list) else [out]
+    choices = []
+    for i, r in enumerate(results):
+        meta = r["meta_info"]
+        choices.append(
+            choice(
+                i,
+                echoes[i] + r["text"],
+                meta.get("output_token_logprobs") or [],
+                meta.get("output_top_logprobs"),
+                meta,
+                0,
+            )
+        )
+    return {
+        "id": cid,
+        "object": "text_completion",
+        "created": created,
+        "model": req.model,
+        "choices": choices,
+        "usage": _usage(results, req.n),
+    }
+
+
+@openai_router.post("/v1/chat/completions")
+async def chat_completions(req: ChatRequest, request: Request):
+    engine = _engine(request)
+    if req.tools:
+        raise APIError(400, "tools: tool calling is not supported by this server", "tools")
+    if req.response_format and req.response_format.get("type") not in (None, "text"):
+        raise APIError(
+            400,
+            f"response_format: type {req.response_format.get('type')!r} is not supported yet",
+            "response_format",
+        )
+    messages = [{"role": m.role, "content": m.text()} for m in req.messages]
+    try:
+        enc = engine.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=messages[-1]["role"] != "assistant", tokenize=True
+        )
+    except Exception as e:  # a template that rejects the conversation (roles out of order)
+        raise APIError(400, f"messages: the chat template rejects them ({e})", "messages") from e
+    ids = list(enc["input_ids"] if hasattr(enc, "keys") else enc)
+    _check_model_len(len(ids), engine.context_len)
+    limit = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+    max_new = engine.context_len - len(ids) if limit is None else limit
+    top = req.top_logprobs if req.logprobs else None
+    kwargs = dict(
+        input_ids=ids,
+        sampling_params=req.sampling_params(max_new),
+        return_logprob=req.logprobs,
+        top_logprobs_num=top or None,
+        return_text_in_logprobs=True,
+        rid=req.rid,
+    )
+    cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+
+    def logprobs(entries, tops):
+        return _chat_logprobs(entries, tops if top else None) if req.logprobs else None
+
+    try:
+        if req.stream:
+            chunks = await engine.async_generate(**kwargs, stream=True)
+            seen = _Choices()
+            finals: dict[int, dict] = {}
+
+            def chunk_of(choice: dict) -> dict:
+                return {
+                    "id": cid,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": req.model,
+                    "choices": [choice],
+                }
+
+            def events(chunk: dict):
+                i = chunk.get("index", 0)
+                if seen.first(i):
+                    yield chunk_of(
+                        {
+                            "index": i,
+                            "delta": {"role": "assistant", "content": ""},
+                            "logprobs": None,
+                            "finish_reason": None,
+                        }
+                    )
+                text, entries, tops = seen.delta(i, chunk)
+                finish, matched = _finish(chunk["meta_info"])
+                if finish is not None:
+                    finals[i] = chunk
+                if text or entries or finish:
+                    yield chunk_of(
+                        {
+                            "index": i,
+                            "delta": {"content": text} if text else {},
+                            "logprobs": logprobs(entries, tops),
+                            "finish_reason": finish,
+                            "matched_stop": matched,
+                        }
+                    )
+
+            def tail():
+                if req.stream_options and req.stream_options.include_usage:
+                    results = [finals[i] for i in sorted(finals)]
+                    yield {
+                        "id": cid,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": req.model,
+                        "choices": [],
+                        "usage": _usage(results, req.n),
+                    }
+
+            return sse_response(chunks, events, tail)
+        out = await until_disconnect(request, engine.async_generate(**kwargs))
+    except ValueError as e:
+        raise APIError(400, str(e)) from None
+    results = out if isinstance(out, list) else [out]
+    choices = []
+    for i, r in enumerate(results):
+        meta = r["meta_info"]
+        finish, matched = _finish(meta)
+        choices.append(
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": r["text"]},
+                "logprobs": logprobs(
+                    meta.get("output_token_logprobs") or [], meta.get("output_top_logprobs")
+                ),
+                "finish_reason": finish,
+                "matched_stop": matched,
+            }
+        )
+    return {
+        "id": cid,
+        "object": "chat.completion",
+        "created": created,
+        "model": req.model,
+        "choices": choices,
+        "usage": _usage(results, req.n),
+    }
