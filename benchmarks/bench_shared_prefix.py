@@ -52,16 +52,21 @@ def system_prompt(group: int, approx_tokens: int) -> str:
     return "\n".join(lines)
 
 
-def build_requests(tok, groups: int, per_group: int, approx_tokens: int, seed: int):
-    reqs = []
+def build_prompts(groups: int, per_group: int, approx_tokens: int, seed: int):
+    """[(group, text)], shuffled: each group's questions share its system prompt."""
+    prompts = []
     for g in range(groups):
         system = system_prompt(g, approx_tokens)
         for q in range(per_group):
             w = random.Random(g * 1000 + q).sample(WORDS, 2)
             text = f"{system}\n\nQuestion {q}: who handles the {w[0]} and the {w[1]}?\nAnswer:"
-            reqs.append((g, tok.encode(text)))
-    random.Random(seed).shuffle(reqs)
-    return reqs
+            prompts.append((g, text))
+    random.Random(seed).shuffle(prompts)
+    return prompts
+
+
+def build_requests(tok, groups: int, per_group: int, approx_tokens: int, seed: int):
+    return [(g, tok.encode(t)) for g, t in build_prompts(groups, per_group, approx_tokens, seed)]
 
 
 def run_ours(reqs, new_tokens: int, arrival_gap: float, **engine_args) -> dict:

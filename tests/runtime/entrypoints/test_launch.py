@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from tests.runtime.entrypoints.conftest import Server
+from runtime.server_process import ServerProcess as Server
 
 pytestmark = pytest.mark.slow
 
