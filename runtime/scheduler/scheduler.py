@@ -10,6 +10,7 @@ request is retracted to the waiting queue (its KV left in the cache) and resumed
 from __future__ import annotations
 
 import logging
+import time
 
 import torch
 
@@ -115,8 +116,16 @@ class Scheduler:
             )
         if not batch:
             return []
+        t0 = time.perf_counter()
         try:
             outputs = run(batch)
+            logger.debug(
+                "%s: %d request(s), %d token(s), %.3fs",
+                mode,
+                len(batch),
+                sum(r.extend_len for r in batch) if mode == "prefill" else len(batch),
+                time.perf_counter() - t0,
+            )
         except Exception as e:  # a failed forward must not take the other requests down
             logger.exception("%s step failed; aborting its %d request(s)", mode, len(batch))
             outputs = []
