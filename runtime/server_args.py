@@ -9,6 +9,7 @@ from dataclasses import dataclass
 SCHEDULE_POLICIES = ("lpm", "dfs-weight", "fcfs", "random")
 ATTENTION_BACKENDS = ("torch_native",)
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+GRAMMAR_BACKENDS = ("xgrammar", "outlines", "none")
 
 
 @dataclass
@@ -31,6 +32,8 @@ class ServerArgs:
     disable_radix_cache: bool = False
     page_size: int = 1
     attention_backend: str = "torch_native"
+    grammar_backend: str = "xgrammar"
+    disable_jump_forward: bool = False
     random_seed: int = 0
     cache_dir: str | None = None
     log_level: str = "info"
@@ -51,6 +54,11 @@ class ServerArgs:
             self.attention_backend in ATTENTION_BACKENDS,
             "attention_backend",
             f"must be one of {ATTENTION_BACKENDS}, got {self.attention_backend!r}",
+        )
+        need(
+            self.grammar_backend in GRAMMAR_BACKENDS,
+            "grammar_backend",
+            f"must be one of {GRAMMAR_BACKENDS}, got {self.grammar_backend!r}",
         )
         need(
             self.schedule_policy in SCHEDULE_POLICIES,
@@ -104,6 +112,7 @@ _CHOICES = {
     "dtype": DTYPES,
     "schedule_policy": SCHEDULE_POLICIES,
     "attention_backend": ATTENTION_BACKENDS,
+    "grammar_backend": GRAMMAR_BACKENDS,
 }
 _CLI_FLAGS = [
     (
@@ -132,6 +141,16 @@ _CLI_FLAGS = [
     ("--disable-radix-cache", bool, "no prefix sharing between requests"),
     ("--page-size", int, "tokens per radix-cache page (keys and evictions move in whole pages)"),
     ("--attention-backend", str, "attention kernels"),
+    (
+        "--grammar-backend",
+        str,
+        "compiles regex / json_schema / ebnf constraints (outlines: regex and JSON schema only)",
+    ),
+    (
+        "--disable-jump-forward",
+        bool,
+        "decode text a grammar forces token by token instead of appending it in one step",
+    ),
     ("--random-seed", int, "seed for requests that give none"),
     ("--cache-dir", str, "where converted weights and tokenizers are cached"),
     ("--log-level", str, "logging level"),

@@ -190,7 +190,7 @@ def create_app(engine: Engine, args: ServerArgs) -> FastAPI:
         try:
             if kwargs.pop("stream", False):
                 chunks = await engine.async_generate(**kwargs, stream=True)
-                return sse_response(chunks, lambda chunk: [chunk])
+                return await sse_response(chunks, lambda chunk: [chunk])
             return await until_disconnect(request, engine.async_generate(**kwargs))
         except ValueError as e:
             raise APIError(400, native_error(e)) from None

@@ -75,20 +75,29 @@ def sse(obj) -> bytes:
 SSE_DONE = b"data: [DONE]\n\n"
 
 
-def sse_response(
+async def sse_response(
     chunks: AsyncIterator,
     events: Callable[[object], Iterable[dict]],
     tail: Callable[[], Iterable[dict]] = tuple,
 ) -> StreamingResponse:
     """Streams `events(chunk)` for each chunk, then `tail()`, then `[DONE]`.
 
-    A client that leaves cancels this generator (Starlette listens for the disconnect); closing
-    `chunks` then aborts the requests behind it and frees their KV. An error after the headers
-    went out is sent as one `{"error": ...}` event.
+    The first chunk is awaited before the headers go out, so a request that fails at once (a
+    grammar that does not compile, a prompt the KV pool cannot hold) is answered 400 like a
+    non-streaming one. A client that leaves cancels the body (Starlette listens for the
+    disconnect); closing `chunks` then aborts the requests behind it and frees their KV. An
+    error after the headers went out is sent as one `{"error": ...}` event.
     """
+    try:
+        first = [await anext(chunks)]
+    except StopAsyncIteration:
+        first = []
 
     async def body():
         try:
+            for chunk in first:
+                for event in events(chunk):
+                    yield sse(event)
             async for chunk in chunks:
                 for event in events(chunk):
                     yield sse(event)

@@ -6,6 +6,7 @@ fields (top_k, min_p, ignore_eos, ...) pass through to them, so an unknown one i
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Literal
@@ -48,7 +49,7 @@ class _Common(BaseModel):
     skip_special_tokens: bool | None = None
     spaces_between_special_tokens: bool | None = None
     regex: str | None = None
-    json_schema: str | None = None
+    json_schema: str | dict | None = None
     ebnf: str | None = None
     rid: str | None = None
 
@@ -77,6 +78,8 @@ class _Common(BaseModel):
             "ebnf",
         ):
             value = getattr(self, name)
+            if name == "json_schema" and isinstance(value, dict):
+                value = json.dumps(value)
             if value is not None:
                 params[renamed.get(name, name)] = value
         return params
@@ -193,6 +196,29 @@ class _Choices:
         return text[len(sent) :], entries[start:], tops[start:] if tops else None
 
 
+def response_format_schema(fmt: dict | None) -> str | None:
+    """OpenAI's `response_format` as the JSON schema to constrain to (None: free text)."""
+    kind = (fmt or {}).get("type", "text")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return json.dumps({"type": "object"})
+    if kind == "json_schema":
+        spec = fmt.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
+            raise APIError(
+                400,
+                "response_format.json_schema.schema: give the JSON schema as an object",
+                "response_format",
+            )
+        return json.dumps(spec["schema"])
+    raise APIError(
+        400,
+        f"response_format.type: must be text, json_object or json_schema, got {kind!r}",
+        "response_format",
+    )
+
+
 def _engine(request: Request):
     return request.app.state.engine
 
@@ -300,7 +326,7 @@ async def completions(req: CompletionRequest, request: Request):
                         "usage": _usage(results, req.n),
                     }
 
-            return sse_response(chunks, events, tail)
+            return await sse_response(chunks, events, tail)
         out = await until_disconnect(request, engine.async_generate(**kwargs))
     except ValueError as e:
         raise APIError(400, str(e)) from None
@@ -333,12 +359,11 @@ async def chat_completions(req: ChatRequest, request: Request):
     engine = _engine(request)
     if req.tools:
         raise APIError(400, "tools: tool calling is not supported by this server", "tools")
-    if req.response_format and req.response_format.get("type") not in (None, "text"):
-        raise APIError(
-            400,
-            f"response_format: type {req.response_format.get('type')!r} is not supported yet",
-            "response_format",
-        )
+    schema = response_format_schema(req.response_format)
+    if schema is not None:
+        if req.regex or req.ebnf or req.json_schema:
+            raise APIError(400, "response_format: give it or regex / json_schema / ebnf, not both")
+        req.json_schema = schema
     messages = [{"role": m.role, "content": m.text()} for m in req.messages]
     try:
         enc = engine.tokenizer.apply_chat_template(
@@ -417,7 +442,7 @@ async def chat_completions(req: ChatRequest, request: Request):
                         "usage": _usage(results, req.n),
                     }
 
-            return sse_response(chunks, events, tail)
+            return await sse_response(chunks, events, tail)
         out = await until_disconnect(request, engine.async_generate(**kwargs))
     except ValueError as e:
         raise APIError(400, str(e)) from None

@@ -67,12 +67,16 @@ class Sampler:
         rows: list[SampleRow],
         top_logprobs_num: list[int],
         want_logprobs: bool,
+        allowed: torch.Tensor | None = None,
     ) -> SampleResult:
-        """logits: [batch, vocab] float32, one row per entry of `rows`."""
+        """logits: [batch, vocab] float32, one row per entry of `rows`; `allowed`: an optional
+        [batch, vocab] bool mask (grammars), applied to the whole batch at once."""
         raw_logprobs = torch.log_softmax(logits, dim=-1) if want_logprobs else None
         adjusted = any(r.params.has_penalties or r.banned_ids for r in rows)
-        if adjusted:
+        if adjusted or allowed is not None:
             logits = logits.clone()
+            if allowed is not None:
+                logits.masked_fill_(~allowed.to(logits.device), float("-inf"))
             for i, r in enumerate(rows):
                 if r.params.has_penalties:
                     apply_penalties(logits[i], r)

@@ -7,9 +7,6 @@ from dataclasses import dataclass, field
 
 # SGLang's sampling params that ask for something this runtime does not do; accepted when empty.
 NOT_SUPPORTED = (
-    "regex",
-    "json_schema",
-    "ebnf",
     "structural_tag",
     "stop_regex",
     "no_stop_trim",
@@ -36,6 +33,9 @@ class SamplingParams:
     spaces_between_special_tokens: bool = True
     n: int = 1
     seed: int | None = None
+    regex: str | None = None  # constraints: at most one of the three
+    json_schema: str | None = None
+    ebnf: str | None = None
 
     @classmethod
     def from_dict(cls, params: dict | None) -> SamplingParams:
@@ -115,6 +115,12 @@ class SamplingParams:
             bad("seed", "must be an integer")
         if not isinstance(self.stop, list) or not all(isinstance(s, str) and s for s in self.stop):
             bad("stop", "must be a non-empty string or a list of them")
+        given = [k for k in ("regex", "json_schema", "ebnf") if getattr(self, k) is not None]
+        for k in given:
+            if not isinstance(getattr(self, k), str) or not getattr(self, k):
+                bad(k, "must be a non-empty string")
+        if len(given) > 1:
+            bad(given[1], f"give at most one of regex, json_schema and ebnf (also got {given[0]})")
         if not isinstance(self.stop_token_ids, list) or not all(
             is_int(t) and t >= 0 for t in self.stop_token_ids
         ):
@@ -131,6 +137,14 @@ class SamplingParams:
             raise ValueError(
                 f"sampling_params.stop_token_ids: ids must be < vocab size {vocab_size}"
             )
+
+    @property
+    def constraint(self) -> tuple[str, str] | None:
+        """(kind, spec) of the grammar this request must follow, if any."""
+        for kind in ("regex", "json_schema", "ebnf"):
+            if getattr(self, kind) is not None:
+                return kind, getattr(self, kind)
+        return None
 
     @property
     def is_greedy(self) -> bool:

@@ -82,8 +82,8 @@ def _serve(recv, send, runner, scheduler, parent: int, socket_dir: str) -> None:
             msg = recv.recv_pyobj()
             kind = msg[0]
             if kind == "shutdown":
-                for req in [*scheduler.waiting, *scheduler.active_reqs()]:
-                    send.send_pyobj(("out", scheduler.abort_request(req.rid)))
+                for rid in scheduler.all_rids():
+                    send.send_pyobj(("out", scheduler.abort_request(rid)))
                 return
             if kind == "add":
                 try:
@@ -104,6 +104,9 @@ def _serve(recv, send, runner, scheduler, parent: int, socket_dir: str) -> None:
             outputs = scheduler.step()
             if outputs:
                 send.send_pyobj(("out", outputs))
+            while scheduler.errors:  # e.g. a constraint that failed to compile
+                rid, error = scheduler.errors.pop()
+                send.send_pyobj(("error", rid, error))
 
 
 def spawn_scheduler_process(args: ServerArgs, in_addr: str, out_addr: str):

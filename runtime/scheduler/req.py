@@ -79,6 +79,7 @@ class Req:
         self.end_ids = (set() if self.params.ignore_eos else set(eos_ids)) | set(
             self.params.stop_token_ids
         )
+        self.grammar = None  # a GrammarMatcher once the request's constraint is compiled
         self.generator = None
         if self.params.seed is not None:
             self.generator = torch.Generator().manual_seed(self.params.seed)
@@ -129,6 +130,13 @@ class Req:
         """Records a sampled token and decides whether the request is done."""
         self.output_ids.append(token_id)
         p = self.params
+        if self.grammar is not None:
+            if not self.grammar.accept_token(token_id):  # masked logits make this unreachable
+                self.finished = FinishReason("abort", message="the grammar rejected a token")
+                return
+            if self.grammar.is_terminated():
+                self.finished = FinishReason("stop", matched=token_id)
+                return
         if token_id in self.end_ids:  # the sampler bans these before min_new_tokens
             self.finished = FinishReason("stop", matched=token_id)
             return

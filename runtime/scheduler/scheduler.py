@@ -9,11 +9,18 @@ request is retracted to the waiting queue (its KV left in the cache) and resumed
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import time
 
 import torch
 
+from runtime.constrained.base import (
+    GrammarCache,
+    allocate_bitmask,
+    allowed_mask,
+    create_grammar_backend,
+)
 from runtime.forward_batch import ForwardBatch, ForwardMode
 from runtime.model_runner import ModelRunner
 from runtime.sampling.sampler import Sampler, SampleRow
@@ -30,6 +37,10 @@ RETRACT_RATIO_STEP = 0.2
 # the cache holds waits a step and reuses that one's KV instead of computing the prefix twice.
 IN_BATCH_SHARE_MIN = 32
 LOG_EVERY_STEPS = 50
+# Jump-forward: rounds of forced text per step, and the most forced tokens taken at once (the
+# grammar matchers roll back at most 32 tokens).
+JUMP_FORWARD_MAX_ROUNDS = 8
+JUMP_FORWARD_MAX_TOKENS = 24
 
 
 def common_prefix_len(a: list[int], b: list[int]) -> int:
@@ -58,6 +69,13 @@ class Scheduler:
         self.running: list[Req] = []  # prompt done, decoding
         self.chunked: Req | None = None  # prompt partly prefilled
         self.new_token_ratio = INIT_NEW_TOKEN_RATIO
+        backend = create_grammar_backend(args.grammar_backend, tokenizer, runner.config.vocab_size)
+        self.grammars = GrammarCache(backend) if backend is not None else None
+        self.grammar_waiting: list[tuple[Req, concurrent.futures.Future]] = []
+        # Jump-forward re-queues the request to extend the forced tokens: without a prefix
+        # cache that would recompute its whole sequence, so it is off then.
+        self.jump_forward = not (args.disable_jump_forward or args.disable_radix_cache)
+        self.errors: list[tuple[str, Exception]] = []  # requests that failed between steps
         self.stats = {
             "prefill_tokens": 0,
             "decode_tokens": 0,
@@ -65,6 +83,7 @@ class Scheduler:
             "prompt_tokens": 0,
             "cached_prompt_tokens": 0,
             "retractions": 0,
+            "jump_forward_tokens": 0,
         }
         torch.manual_seed(args.random_seed)
 
@@ -77,10 +96,56 @@ class Scheduler:
                 f"sampling_params.max_new_tokens: prompt + max_new_tokens ({need} tokens) exceeds "
                 f"the KV pool ({self.kv_pool.size} tokens, see max_total_tokens)"
             )
-        self.waiting.append(Req(inp, self.tokenizer, self.eos_ids))
+        req = Req(inp, self.tokenizer, self.eos_ids)
+        constraint = inp.params.constraint
+        if constraint is None:
+            self.waiting.append(req)
+            return
+        kind, spec = constraint
+        if self.grammars is None:
+            raise ValueError(
+                f"sampling_params.{kind}: constrained decoding is off (--grammar-backend none)"
+            )
+        future = self.grammars.get(kind, spec)
+        if future.done():  # compiled before: a bad spec fails here, before any output
+            self._start_constrained(req, future)
+        else:
+            self.grammar_waiting.append((req, future))
+
+    def _start_constrained(self, req: Req, future: concurrent.futures.Future) -> None:
+        try:
+            req.grammar = self.grammars.backend.matcher(future.result())
+        except ValueError as e:
+            raise ValueError(f"sampling_params.{e}") from None
+        self.waiting.append(req)
+
+    def _poll_grammars(self) -> None:
+        """Queues the requests whose grammar is ready; fails those whose spec did not compile."""
+        if not (self.waiting or self.running or self.chunked):
+            # Nothing else to run: wait a little for a compilation instead of spinning.
+            concurrent.futures.wait(
+                [f for _, f in self.grammar_waiting],
+                timeout=0.05,
+                return_when=concurrent.futures.FIRST_COMPLETED,
+            )
+        still = []
+        for req, future in self.grammar_waiting:
+            if not future.done():
+                still.append((req, future))
+                continue
+            try:
+                self._start_constrained(req, future)
+            except ValueError as e:
+                self.errors.append((req.rid, e))
+        self.grammar_waiting = still
 
     def abort_request(self, rid: str) -> list[ReqOutput]:
         """Drops the request wherever it is and releases what it holds."""
+        for i, (req, _) in enumerate(self.grammar_waiting):
+            if req.rid == rid:
+                del self.grammar_waiting[i]
+                req.finished = FinishReason("abort")
+                return [self._output(req, [])]
         for req in [*self.waiting, *self.active_reqs()]:
             if req.rid == rid:
                 req.finished = FinishReason("abort")
@@ -88,8 +153,12 @@ class Scheduler:
                 return [self._output(req, [])]
         return []
 
+    def all_rids(self) -> list[str]:
+        reqs = [r for r, _ in self.grammar_waiting] + self.waiting + self.active_reqs()
+        return [r.rid for r in reqs]
+
     def has_work(self) -> bool:
-        return bool(self.waiting or self.running or self.chunked)
+        return bool(self.waiting or self.running or self.chunked or self.grammar_waiting)
 
     def active_reqs(self) -> list[Req]:
         return [*self.running, *([self.chunked] if self.chunked else [])]
@@ -104,6 +173,10 @@ class Scheduler:
     # ---- one iteration ----
 
     def step(self) -> list[ReqOutput]:
+        if self.grammar_waiting:
+            self._poll_grammars()
+        if not (self.waiting or self.running or self.chunked):
+            return []
         self.stats["steps"] += 1
         batch = self._admit_prefill()
         if batch:
@@ -357,17 +430,35 @@ class Scheduler:
             seq_lens_cpu=seq_lens,
         )
 
+    def _grammar_mask(self, reqs: list[Req]) -> torch.Tensor | None:
+        """[batch, vocab] bool of what each request's grammar allows (all for the others)."""
+        constrained = [i for i, r in enumerate(reqs) if r.grammar is not None]
+        if not constrained:
+            return None
+        vocab = self.runner.config.vocab_size
+        bitmask = allocate_bitmask(len(constrained), vocab)
+        for row, i in enumerate(constrained):
+            reqs[i].grammar.fill_bitmask(bitmask, row)
+        allowed = torch.ones(len(reqs), vocab, dtype=torch.bool)
+        allowed[constrained] = allowed_mask(bitmask, vocab)
+        return allowed
+
     def _sample_and_advance(self, reqs: list[Req], logits: torch.Tensor) -> list[ReqOutput]:
         rows = [
             SampleRow(r.params, r.input_ids, r.output_ids, r.generator, r.banned_ids())
             for r in reqs
         ]
         want = any(r.return_logprob for r in reqs)
-        res = self.sampler.sample(logits, rows, [r.top_logprobs_num for r in reqs], want)
+        res = self.sampler.sample(
+            logits, rows, [r.top_logprobs_num for r in reqs], want, self._grammar_mask(reqs)
+        )
         outputs = []
         for i, (req, tok) in enumerate(zip(reqs, res.token_ids)):
             req.append_token(tok)
-            out = self._output(req, [tok])
+            new_ids = [tok]
+            if req.grammar is not None and not req.finished and self._can_jump(req):
+                new_ids = self._jump_forward(req) or new_ids
+            out = self._output(req, new_ids)
             if req.return_logprob:
                 out.output_token_logprobs = [(res.logprobs[i], tok)]
                 if req.top_logprobs_num:
@@ -375,7 +466,62 @@ class Scheduler:
             outputs.append(out)
             if req.finished:
                 self._release(req)
+            elif len(new_ids) > 1:  # forced tokens to extend: back to the queue, KV cached
+                self._release(req)
+                self.waiting.insert(0, req)
         return outputs
+
+    # ---- jump-forward ----
+
+    def _can_jump(self, req: Req) -> bool:
+        # Forced tokens have no logprobs and would bypass the incremental stop-string check.
+        return self.jump_forward and not req.return_logprob and not req.params.stop
+
+    def _jump_forward(self, req: Req) -> list[int] | None:
+        """Appends the text the grammar forces after the token just sampled, re-tokenized
+        together with that token (so the boundary is tokenized as the model would), and
+        returns the tokens that replace it; None when nothing is forced."""
+        grammar, last = req.grammar, req.output_ids[-1]
+        forced = ""
+        accepted: list[int] = []
+        for _ in range(JUMP_FORWARD_MAX_ROUNDS):  # a backend may see only part of it at once
+            piece = grammar.jump_forward_string()
+            if not piece:
+                break
+            ids = self.tokenizer.encode(piece, add_special_tokens=False)
+            if len(accepted) + len(ids) > JUMP_FORWARD_MAX_TOKENS:
+                break
+            n = 0
+            while n < len(ids) and grammar.accept_token(ids[n]):
+                n += 1
+            if n < len(ids):
+                grammar.rollback(n)
+                break
+            forced += piece
+            accepted += ids
+        if not accepted:
+            return None
+        grammar.rollback(len(accepted) + 1)  # back to before the sampled token
+        text = self.tokenizer.decode([last]) + forced
+        new_ids = self.tokenizer.encode(text, add_special_tokens=False)
+        if "\ufffd" in text or self.tokenizer.decode(new_ids) != text:
+            new_ids = [last] + accepted  # a token ending mid-character: keep the boundary
+        room = req.params.max_new_tokens - (len(req.output_ids) - 1)
+        new_ids = new_ids[:room]
+        n = 0
+        while n < len(new_ids) and grammar.accept_token(new_ids[n]):
+            n += 1
+        if n < len(new_ids) or not new_ids:  # the re-tokenized text does not fit the grammar
+            grammar.rollback(n)
+            grammar.accept_token(last)
+            return None
+        req.output_ids[-1:] = new_ids
+        self.stats["jump_forward_tokens"] += len(new_ids) - 1
+        if grammar.is_terminated():
+            req.finished = FinishReason("stop", matched=new_ids[-1])
+        elif len(req.output_ids) >= req.params.max_new_tokens:
+            req.finished = FinishReason("length", length=req.params.max_new_tokens)
+        return new_ids if len(new_ids) > 1 or new_ids[0] != last else None
 
     def _record_input_logprobs(self, req: Req, logits: torch.Tensor, positions: range) -> None:
         logprobs = torch.log_softmax(logits, dim=-1)
