@@ -11,6 +11,7 @@ from outlines_core import Guide, Index, Vocabulary
 from outlines_core.json_schema import build_regex_from_schema
 
 from runtime.constrained.base import GrammarBackend, GrammarMatcher
+from runtime.constrained.number_ranges import integer_regex, number_regex
 
 JUMP_SCAN_LIMIT = 1024  # with more tokens allowed than this, nothing is forced
 
@@ -48,6 +49,46 @@ def token_bytes(tokenizer) -> dict[int, bytes]:
         else:
             out[i] = tok.replace("\u2581", " ").encode()
     return out
+
+
+def _bounds_as_patterns(node, patterns: list[str]):
+    """A copy of the schema where bounded numbers are strings with a range pattern (outlines-core
+    ignores minimum / maximum); their quotes are taken off the compiled regex afterwards."""
+    if isinstance(node, list):
+        return [_bounds_as_patterns(x, patterns) for x in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: _bounds_as_patterns(v, patterns) for k, v in node.items()}
+    kind = node.get("type")
+    bounded = any(k in node for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"))
+    if kind in ("integer", "number") and bounded:
+        lo, hi = node.get("minimum"), node.get("maximum")
+        if kind == "integer":
+            if "exclusiveMinimum" in node:
+                lo = node["exclusiveMinimum"] + 1
+            if "exclusiveMaximum" in node:
+                hi = node["exclusiveMaximum"] - 1
+            rx = integer_regex(lo, hi)
+        else:
+            if "exclusiveMinimum" in node or "exclusiveMaximum" in node:
+                raise ValueError("exclusive bounds of a number are not supported by outlines")
+            rx = number_regex(lo, hi)
+        patterns.append(rx)
+        return {"type": "string", "pattern": rx}
+    return node
+
+
+def schema_regex(spec: str) -> str:
+    """The regex of a JSON schema, compact (no whitespace between tokens), bounds enforced."""
+    patterns: list[str] = []
+    schema = _bounds_as_patterns(json.loads(spec), patterns)
+    regex = build_regex_from_schema(json.dumps(schema), whitespace_pattern="")
+    for rx in patterns:
+        quoted = f'("{rx}")'
+        if quoted not in regex:
+            raise ValueError("could not place a number range in the schema's regex")
+        regex = regex.replace(quoted, f"({rx})")
+    return regex
 
 
 class OutlinesMatcher(GrammarMatcher):
@@ -108,9 +149,7 @@ class OutlinesBackend(GrammarBackend):
             raise ValueError("ebnf: the outlines grammar backend takes regex and json_schema only")
         if kind == "json_schema":
             try:
-                json.loads(spec)
-                # Compact JSON: no whitespace between tokens, so separators are fixed.
-                spec = build_regex_from_schema(spec, whitespace_pattern="")
+                spec = schema_regex(spec)
             except (ValueError, TypeError) as e:
                 raise ValueError(f"json_schema: {e}") from None
         try:

@@ -10,7 +10,6 @@ import xgrammar as xgr
 
 from runtime.constrained.base import GrammarBackend, GrammarMatcher
 
-MAX_ROLLBACK_TOKENS = 32
 _LOCATION = re.compile(r"^\[[^\]]*\] \S+:\d+: ")  # "[16:45:27] /project/cpp/x.cc:83: "
 
 
@@ -63,6 +62,4 @@ class XGrammarBackend(GrammarBackend):
         raise ValueError(f"{kind}: unknown constraint kind")
 
     def matcher(self, compiled) -> GrammarMatcher:
-        return XGrammarMatcher(
-            xgr.GrammarMatcher(compiled, max_rollback_tokens=MAX_ROLLBACK_TOKENS)
-        )
+        return XGrammarMatcher(xgr.GrammarMatcher(compiled))
