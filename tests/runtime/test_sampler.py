@@ -91,3 +91,20 @@ def test_logprobs_are_of_the_raw_distribution():
     assert res.token_ids == [1]
     assert abs(res.logprobs[0] - lp[1].item()) < 1e-6
     assert [t for _, t in res.top_logprobs[0]] == [2, 1]
+
+
+def test_allowed_mask_constrains_greedy_and_sampled_rows_but_not_logprobs():
+    logits = torch.tensor([[5.0, 1.0, 0.5, 0.0], [5.0, 1.0, 0.5, 0.0], [5.0, 1.0, 0.5, 0.0]])
+    allowed = torch.tensor(
+        [[False, True, True, False], [False, False, False, True], [True, True, True, True]]
+    )
+    rows = [row(temperature=0), row(seed=1, temperature=1.0), row(temperature=0)]
+    res = Sampler(4).sample(logits, rows, [0, 0, 0], True, allowed)
+    assert res.token_ids == [1, 3, 0]
+    # logprobs are those of the model's distribution, not of the masked one
+    assert abs(res.logprobs[0] - torch.log_softmax(logits[0], -1)[1].item()) < 1e-6
+    for seed in range(20):
+        r = Sampler(4).sample(
+            logits[:1], [row(seed=seed, temperature=2.0)], [0], False, allowed[:1]
+        )
+        assert r.token_ids[0] in (1, 2)

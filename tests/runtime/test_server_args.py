@@ -59,3 +59,22 @@ def test_bad_settings_name_the_field(kwargs, field):
         ServerArgs(**kwargs)
     with pytest.raises(TypeError, match="unknown server argument"):
         ServerArgs.from_kwargs(bogus=1)
+
+
+def test_server_flags_of_the_http_server():
+    args = parse(
+        ["--host", "0.0.0.0", "--port", "8080", "--api-key", "k", "--grammar-backend", "outlines"]
+        + ["--disable-jump-forward", "--served-model-name", "smol"]
+    )
+    assert (args.host, args.port, args.api_key, args.grammar_backend) == (
+        "0.0.0.0",
+        8080,
+        "k",
+        "outlines",
+    )
+    assert args.disable_jump_forward and args.served_model_name == "smol"
+    assert ServerArgs().grammar_backend == "xgrammar" and ServerArgs().port == 30000
+    with pytest.raises(ValueError, match="^grammar_backend: "):
+        ServerArgs(grammar_backend="lark")
+    with pytest.raises(ValueError, match="^port: "):
+        ServerArgs(port=70000)
