@@ -22,7 +22,11 @@ import sys
 import time
 
 import httpx
-from bench_shared_prefix import build_prompts, pct  # benchmarks run as scripts from this folder
+from bench_shared_prefix import (  # benchmarks run as scripts from this folder
+    add_workload_args,
+    build_prompts,
+    pct,
+)
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from runtime.server_process import ServerProcess  # noqa: E402
@@ -129,11 +133,7 @@ def main() -> None:
     ap.add_argument("--url", help="a running server (default: start one)")
     ap.add_argument("--api-key")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    ap.add_argument("--groups", type=int, default=4)
-    ap.add_argument("--per-group", type=int, default=16)
-    ap.add_argument("--system-tokens", type=int, default=700)
-    ap.add_argument("--new-tokens", type=int, default=16)
-    ap.add_argument("--seed", type=int, default=0)
+    add_workload_args(ap)
     ap.add_argument(
         "--compare-engine",
         action="store_true",

@@ -159,15 +159,20 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def add_workload_args(ap: argparse.ArgumentParser) -> None:
+    """The shape of the shared-prefix workload, for every script that runs it."""
     ap.add_argument("--groups", type=int, default=4)
     ap.add_argument("--per-group", type=int, default=16)
     ap.add_argument("--system-tokens", type=int, default=700)
     ap.add_argument("--new-tokens", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_workload_args(ap)
     ap.add_argument(
         "--arrival-gap",
         type=float,

@@ -13,8 +13,6 @@ from __future__ import annotations
 import logging
 import sys
 
-import zmq
-
 from runtime.processes import child_setup, ipc_dir, parent_gone, spawn
 
 logger = logging.getLogger(__name__)
@@ -23,12 +21,7 @@ logger = logging.getLogger(__name__)
 def run_detokenizer_process(
     model_folder: str, tokenizer_path: str | None, log_level: str, in_addr: str, out_addr: str
 ) -> None:
-    parent = child_setup(log_level)
-    ctx = zmq.Context()
-    recv = ctx.socket(zmq.PULL)
-    recv.bind(in_addr)
-    send = ctx.socket(zmq.PUSH)
-    send.connect(out_addr)
+    parent, ctx, recv, send = child_setup(log_level, in_addr, out_addr, bind_in=True)
     try:
         from runtime.model_loader.loader import load_tokenizer
         from runtime.response import ResponseBuilder

@@ -22,11 +22,19 @@ def spawn(module: str, *argv: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", module, *argv])
 
 
-def child_setup(log_level: str) -> int:
-    """Logging and signals for a child process; returns the parent's pid to watch."""
+def child_setup(log_level: str, in_addr: str, out_addr: str, bind_in: bool):
+    """Logging, signals and the two sockets of a pipeline stage (PULL from `in_addr`, PUSH to
+    `out_addr`); returns (parent pid to watch, zmq context, receive socket, send socket)."""
+    import zmq
+
     logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    return os.getppid()
+    ctx = zmq.Context()
+    recv = ctx.socket(zmq.PULL)
+    recv.bind(in_addr) if bind_in else recv.connect(in_addr)
+    send = ctx.socket(zmq.PUSH)
+    send.connect(out_addr)
+    return os.getppid(), ctx, recv, send
 
 
 def parent_gone(parent: int, socket_dir: str | None = None) -> bool:

@@ -219,6 +219,33 @@ def response_format_schema(fmt: dict | None) -> str | None:
     )
 
 
+def _envelope(kind: str, cid: str, model: str):
+    """The fields every response and chunk of one call carries around its choices."""
+    created = int(time.time())
+
+    def wrap(choices: list, **extra) -> dict:
+        return {
+            "id": cid,
+            "object": kind,
+            "created": created,
+            "model": model,
+            "choices": choices,
+            **extra,
+        }
+
+    return wrap
+
+
+def _usage_tail(req: _Common, finals: dict[int, dict], wrap):
+    """The last chunk of a stream, with usage, when `stream_options.include_usage` asks."""
+
+    def tail():
+        if req.stream_options and req.stream_options.include_usage:
+            yield wrap([], usage=_usage([finals[i] for i in sorted(finals)], req.n))
+
+    return tail
+
+
 def _engine(request: Request):
     return request.app.state.engine
 
@@ -277,7 +304,7 @@ async def completions(req: CompletionRequest, request: Request):
         for x in prompts
         for _ in range(req.n)
     ]
-    cid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+    wrap = _envelope("text_completion", f"cmpl-{uuid.uuid4().hex}", req.model)
 
     def choice(i: int, text: str, entries, tops, meta: dict, offset: int) -> dict:
         finish, matched = _finish(meta)
@@ -305,28 +332,9 @@ async def completions(req: CompletionRequest, request: Request):
                     text = echoes[i] + text
                 if chunk["meta_info"]["finish_reason"] is not None:
                     finals[i] = chunk
-                c = choice(i, text, entries, tops, chunk["meta_info"], sent)
-                yield {
-                    "id": cid,
-                    "object": "text_completion",
-                    "created": created,
-                    "model": req.model,
-                    "choices": [c],
-                }
+                yield wrap([choice(i, text, entries, tops, chunk["meta_info"], sent)])
 
-            def tail():
-                if req.stream_options and req.stream_options.include_usage:
-                    results = [finals[i] for i in sorted(finals)]
-                    yield {
-                        "id": cid,
-                        "object": "text_completion",
-                        "created": created,
-                        "model": req.model,
-                        "choices": [],
-                        "usage": _usage(results, req.n),
-                    }
-
-            return await sse_response(chunks, events, tail)
+            return await sse_response(chunks, events, _usage_tail(req, finals, wrap))
         out = await until_disconnect(request, engine.async_generate(**kwargs))
     except ValueError as e:
         raise APIError(400, str(e)) from None
@@ -344,14 +352,7 @@ async def completions(req: CompletionRequest, request: Request):
                 0,
             )
         )
-    return {
-        "id": cid,
-        "object": "text_completion",
-        "created": created,
-        "model": req.model,
-        "choices": choices,
-        "usage": _usage(results, req.n),
-    }
+    return wrap(choices, usage=_usage(results, req.n))
 
 
 @openai_router.post("/v1/chat/completions")
@@ -384,7 +385,9 @@ async def chat_completions(req: ChatRequest, request: Request):
         return_text_in_logprobs=True,
         rid=req.rid,
     )
-    cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    cid = f"chatcmpl-{uuid.uuid4().hex}"
+    wrap = _envelope("chat.completion", cid, req.model)
+    wrap_chunk = _envelope("chat.completion.chunk", cid, req.model)
 
     def logprobs(entries, tops):
         return _chat_logprobs(entries, tops if top else None) if req.logprobs else None
@@ -395,54 +398,37 @@ async def chat_completions(req: ChatRequest, request: Request):
             seen = _Choices()
             finals: dict[int, dict] = {}
 
-            def chunk_of(choice: dict) -> dict:
-                return {
-                    "id": cid,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": req.model,
-                    "choices": [choice],
-                }
-
             def events(chunk: dict):
                 i = chunk.get("index", 0)
                 if seen.first(i):
-                    yield chunk_of(
-                        {
-                            "index": i,
-                            "delta": {"role": "assistant", "content": ""},
-                            "logprobs": None,
-                            "finish_reason": None,
-                        }
+                    yield wrap_chunk(
+                        [
+                            {
+                                "index": i,
+                                "delta": {"role": "assistant", "content": ""},
+                                "logprobs": None,
+                                "finish_reason": None,
+                            }
+                        ]
                     )
                 text, entries, tops = seen.delta(i, chunk)
                 finish, matched = _finish(chunk["meta_info"])
                 if finish is not None:
                     finals[i] = chunk
                 if text or entries or finish:
-                    yield chunk_of(
-                        {
-                            "index": i,
-                            "delta": {"content": text} if text else {},
-                            "logprobs": logprobs(entries, tops),
-                            "finish_reason": finish,
-                            "matched_stop": matched,
-                        }
+                    yield wrap_chunk(
+                        [
+                            {
+                                "index": i,
+                                "delta": {"content": text} if text else {},
+                                "logprobs": logprobs(entries, tops),
+                                "finish_reason": finish,
+                                "matched_stop": matched,
+                            }
+                        ]
                     )
 
-            def tail():
-                if req.stream_options and req.stream_options.include_usage:
-                    results = [finals[i] for i in sorted(finals)]
-                    yield {
-                        "id": cid,
-                        "object": "chat.completion.chunk",
-                        "created": created,
-                        "model": req.model,
-                        "choices": [],
-                        "usage": _usage(results, req.n),
-                    }
-
-            return await sse_response(chunks, events, tail)
+            return await sse_response(chunks, events, _usage_tail(req, finals, wrap_chunk))
         out = await until_disconnect(request, engine.async_generate(**kwargs))
     except ValueError as e:
         raise APIError(400, str(e)) from None
@@ -462,11 +448,4 @@ async def chat_completions(req: ChatRequest, request: Request):
                 "matched_stop": matched,
             }
         )
-    return {
-        "id": cid,
-        "object": "chat.completion",
-        "created": created,
-        "model": req.model,
-        "choices": choices,
-        "usage": _usage(results, req.n),
-    }
+    return wrap(choices, usage=_usage(results, req.n))

@@ -18,8 +18,6 @@ import json
 import logging
 import sys
 
-import zmq
-
 from runtime.processes import child_setup, ipc_dir, parent_gone, spawn
 from runtime.server_args import ServerArgs
 
@@ -40,12 +38,7 @@ def scheduler_info(runner, scheduler) -> dict:
 
 def run_scheduler_process(args: ServerArgs, in_addr: str, out_addr: str) -> None:
     """Process entry point; returns when told to shut down or when its parent is gone."""
-    parent = child_setup(args.log_level)
-    ctx = zmq.Context()
-    recv = ctx.socket(zmq.PULL)
-    recv.connect(in_addr)
-    send = ctx.socket(zmq.PUSH)
-    send.connect(out_addr)
+    parent, ctx, recv, send = child_setup(args.log_level, in_addr, out_addr, bind_in=False)
     try:
         from runtime.model_loader.loader import load_tokenizer
         from runtime.model_runner import ModelRunner

@@ -22,7 +22,9 @@ def test_defaults_and_normalisation():
         ({"seed": 1.5}, "seed"),
         ({"stop_token_ids": [-1]}, "stop_token_ids"),
         ({"max_new_tokens": 1.0}, "max_new_tokens"),
-        ({"regex": "a+"}, "regex"),
+        ({"regex": 5}, "regex"),
+        ({"regex": "a+", "json_schema": "{}"}, "json_schema"),
+        ({"stop_regex": ["x"]}, "stop_regex"),
     ],
 )
 def test_errors_name_the_field(params, field):
@@ -41,6 +43,8 @@ def test_length_checks():
 
 def test_sglang_clients_empty_extras_are_accepted_and_set_ones_refused():
     sent = {"regex": None, "json_schema": None, "stop_regex": [], "temperature": 0}
-    assert SamplingParams.from_dict(sent).is_greedy
-    with pytest.raises(ValueError, match=r"^sampling_params\.regex: not supported"):
-        SamplingParams.from_dict({"regex": "a+"})
+    sp = SamplingParams.from_dict(sent)
+    assert sp.is_greedy and sp.constraint is None
+    assert SamplingParams.from_dict({"ebnf": 'root ::= "a"'}).constraint == ("ebnf", 'root ::= "a"')
+    with pytest.raises(ValueError, match=r"^sampling_params\.structural_tag: not supported"):
+        SamplingParams.from_dict({"structural_tag": {"x": 1}})
