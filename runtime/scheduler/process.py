@@ -58,6 +58,8 @@ def run_scheduler_process(args: ServerArgs, in_addr: str, out_addr: str) -> None
     try:
         _serve(recv, send, runner, scheduler, parent, ipc_dir(in_addr))
     finally:
+        if scheduler.grammars is not None:
+            scheduler.grammars.shutdown()  # drop queued compilations; exit need not wait
         send.send_pyobj(("shutdown",))
         recv.close(linger=0)
         send.close(linger=1000)

@@ -43,6 +43,17 @@ JUMP_FORWARD_MAX_ROUNDS = 8
 JUMP_FORWARD_MAX_TOKENS = 24
 
 
+def accept_all(grammar, ids: list[int]) -> bool:
+    """Advances the grammar past all of `ids`, or past none of them (False)."""
+    n = 0
+    while n < len(ids) and grammar.accept_token(ids[n]):
+        n += 1
+    if n < len(ids):
+        grammar.rollback(n)
+        return False
+    return True
+
+
 def common_prefix_len(a: list[int], b: list[int]) -> int:
     n, limit = 0, min(len(a), len(b))
     while n < limit and a[n] == b[n]:
@@ -192,13 +203,14 @@ class Scheduler:
         t0 = time.perf_counter()
         try:
             outputs = run(batch)
-            logger.debug(
-                "%s: %d request(s), %d token(s), %.3fs",
-                mode,
-                len(batch),
-                sum(r.extend_len for r in batch) if mode == "prefill" else len(batch),
-                time.perf_counter() - t0,
-            )
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "%s: %d request(s), %d token(s), %.3fs",
+                    mode,
+                    len(batch),
+                    sum(r.extend_len for r in batch) if mode == "prefill" else len(batch),
+                    time.perf_counter() - t0,
+                )
         except Exception as e:  # a failed forward must not take the other requests down
             logger.exception("%s step failed; aborting its %d request(s)", mode, len(batch))
             outputs = []
@@ -489,13 +501,7 @@ class Scheduler:
             if not piece:
                 break
             ids = self.tokenizer.encode(piece, add_special_tokens=False)
-            if len(accepted) + len(ids) > JUMP_FORWARD_MAX_TOKENS:
-                break
-            n = 0
-            while n < len(ids) and grammar.accept_token(ids[n]):
-                n += 1
-            if n < len(ids):
-                grammar.rollback(n)
+            if len(accepted) + len(ids) > JUMP_FORWARD_MAX_TOKENS or not accept_all(grammar, ids):
                 break
             forced += piece
             accepted += ids
@@ -508,11 +514,7 @@ class Scheduler:
             new_ids = [last] + accepted  # a token ending mid-character: keep the boundary
         room = req.params.max_new_tokens - (len(req.output_ids) - 1)
         new_ids = new_ids[:room]
-        n = 0
-        while n < len(new_ids) and grammar.accept_token(new_ids[n]):
-            n += 1
-        if n < len(new_ids) or not new_ids:  # the re-tokenized text does not fit the grammar
-            grammar.rollback(n)
+        if not new_ids or not accept_all(grammar, new_ids):  # re-tokenized, it does not fit
             grammar.accept_token(last)
             return None
         req.output_ids[-1:] = new_ids
