@@ -1,0 +1,7 @@
+"""Where a program's calls go: a server over HTTP, or one started for the program."""
+
+from frontend_lang.backend.base import Backend, BackendError
+from frontend_lang.backend.runtime import Runtime
+from frontend_lang.backend.runtime_endpoint import RuntimeEndpoint
+
+__all__ = ["Backend", "BackendError", "Runtime", "RuntimeEndpoint"]
