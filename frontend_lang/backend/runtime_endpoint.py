@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import httpx
 
 from frontend_lang.backend.base import Backend, BackendError
+from frontend_lang.chat_template import ChatTemplate
 from frontend_lang.choices import METHODS
 
 
@@ -17,6 +18,13 @@ class RuntimeEndpoint(Backend):
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
         self.model_info = self._call("get_model_info", "GET", "/get_model_info")
+        self.chat_template = None
+        if self.model_info.get("chat_template"):  # a server that shares its template
+            self.chat_template = ChatTemplate.from_jinja(
+                self.model_info["chat_template"],
+                self.model_info.get("bos_token") or "",
+                self.model_info.get("eos_token") or "",
+            )
 
     def _call(self, call: str, method: str, path: str, body: dict | None = None):
         try:

@@ -157,6 +157,10 @@ def create_app(engine: Engine, args: ServerArgs) -> FastAPI:
             "is_generation": True,
             "context_length": engine.context_len,
             "vocab_size": engine.vocab_size,
+            # for clients that build chat prompts piece by piece (frontend_lang)
+            "chat_template": engine.tokenizer.chat_template,
+            "bos_token": engine.tokenizer.bos_token,
+            "eos_token": engine.tokenizer.eos_token,
         }
 
     def server_info() -> dict:
