@@ -16,11 +16,12 @@ from frontend_lang.api import (
     user_begin,
     user_end,
 )
-from frontend_lang.backend import BackendError, Runtime, RuntimeEndpoint
+from frontend_lang.backend import BackendError, OpenAI, Runtime, RuntimeEndpoint
 from frontend_lang.interpreter import ProgramError, ProgramState
 
 __all__ = [
     "BackendError",
+    "OpenAI",
     "ProgramError",
     "ProgramState",
     "Runtime",

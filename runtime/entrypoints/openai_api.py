@@ -284,8 +284,9 @@ async def completions(req: CompletionRequest, request: Request):
         raise APIError(400, "suffix: not supported by this server", "suffix")
     if req.best_of not in (None, req.n):
         raise APIError(400, "best_of: only best_of == n is supported", "best_of")
-    if req.echo and req.logprobs is not None:
-        raise APIError(400, "echo: not supported together with logprobs", "echo")
+    echo_logprobs = req.echo and req.logprobs is not None  # the prompt's logprobs too
+    if echo_logprobs and req.stream:
+        raise APIError(400, "echo: not supported with logprobs when streaming", "echo")
     p = req.prompt
     if isinstance(p, list) and not p:
         raise APIError(400, "prompt: must not be empty", "prompt")
@@ -299,6 +300,8 @@ async def completions(req: CompletionRequest, request: Request):
         return_text_in_logprobs=True,
         rid=req.rid,
     )
+    if echo_logprobs:
+        kwargs["logprob_start_len"] = 0
     echoes = [
         (engine.tokenizer.decode(x) if is_ids else x) if req.echo else ""
         for x in prompts
@@ -342,16 +345,12 @@ async def completions(req: CompletionRequest, request: Request):
     choices = []
     for i, r in enumerate(results):
         meta = r["meta_info"]
-        choices.append(
-            choice(
-                i,
-                echoes[i] + r["text"],
-                meta.get("output_token_logprobs") or [],
-                meta.get("output_top_logprobs"),
-                meta,
-                0,
-            )
-        )
+        entries, tops = meta.get("output_token_logprobs") or [], meta.get("output_top_logprobs")
+        if echo_logprobs:  # the prompt's tokens first, the first of them without a logprob
+            entries = meta["input_token_logprobs"] + entries
+            if tops is not None:
+                tops = meta["input_top_logprobs"] + tops
+        choices.append(choice(i, echoes[i] + r["text"], entries, tops, meta, 0))
     return wrap(choices, usage=_usage(results, req.n))
 
 

@@ -158,3 +158,21 @@ def test_run_batch_shares_the_common_preamble(backend):
     preamble_tokens = backend.cache_prefix(preamble)
     hits = [m["cached_tokens"] >= preamble_tokens - 2 for m in metas]
     assert all(hits), [m["cached_tokens"] for m in metas]  # the hint cached it before the batch
+
+
+def test_openai_backend_runs_programs_and_selects_through_prompt_logprobs(backend):
+    oai = sgl.OpenAI("default", base_url=f"{backend.base_url}/v1")
+
+    @sgl.function
+    def pick(s):
+        s += FEWSHOT + "The capital of France is"
+        s += sgl.select("city", choices=[" London", " Paris", " Berlin"])
+        s += "."
+        s += sgl.gen("more", max_tokens=4, temperature=0)
+
+    s = pick.run(backend=oai)
+    assert s["city"] == " Paris" and s["more"]
+    streamed = capital.run(country="France", backend=oai, stream=True)
+    assert "".join(streamed.text_iter()) == streamed.text()
+    with pytest.raises(ValueError, match="unconditional"):
+        oai.select("x", ["a"], "unconditional_likelihood_normalized")
