@@ -58,6 +58,7 @@ def main() -> None:
     ap.add_argument("--preamble-words", type=int, default=700)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     doc = preamble(args.preamble_words)
     programs = [
         {"doc": doc, "question": f"Who handles the {a} for room {i}?"}

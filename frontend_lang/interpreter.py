@@ -12,7 +12,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from frontend_lang.api import get_default_backend
 from frontend_lang.backend.base import BackendError
-from frontend_lang.ir import Gen, Role, RoleBegin, RoleEnd, Select
+from frontend_lang.ir import Gen, Role, RoleBegin, RoleEnd, Select, calls_model
 
 PLAIN_ROLES = {"system": "SYSTEM: ", "user": "USER: ", "assistant": "ASSISTANT: "}
 MIN_HINT_CHARS = 64  # a common prefix shorter than this is not worth a request of its own
@@ -408,9 +408,7 @@ class _Tracer(ProgramState):
         self.text = ""
 
     def __iadd__(self, expr) -> ProgramState:
-        if isinstance(expr, (Gen, Select)) or (
-            isinstance(expr, Role) and not isinstance(expr.content, str)
-        ):
+        if calls_model(expr):
             raise _StopTracing
         self._execute(expr)
         self.text = self._text

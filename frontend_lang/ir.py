@@ -13,8 +13,18 @@ DTYPE_REGEX = {
 }
 
 
+class _Joinable:
+    """`"text" + gen(...)` and `gen(...) + "text"` add both, in order."""
+
+    def __add__(self, other):
+        return [self, other]
+
+    def __radd__(self, other):
+        return [other, self]
+
+
 @dataclass
-class Gen:
+class Gen(_Joinable):
     name: str | None
     sampling: dict = field(default_factory=dict)  # SGLang's sampling param names
     return_logprob: bool | None = None
@@ -23,7 +33,7 @@ class Gen:
 
 
 @dataclass
-class Select:
+class Select(_Joinable):
     name: str | None
     choices: list[str]
     temperature: float = 0.0
@@ -41,8 +51,19 @@ class RoleEnd:
 
 
 @dataclass
-class Role:
+class Role(_Joinable):
     """`user("text")` adds a whole message; `with s.user():` opens one around what follows."""
 
     role: str
     content: object = None  # str, Gen, Select, or a list of them
+
+
+def calls_model(expr) -> bool:
+    """Whether adding `expr` needs the model (a gen or select anywhere inside it)."""
+    if isinstance(expr, (Gen, Select)):
+        return True
+    if isinstance(expr, (list, tuple)):
+        return any(calls_model(e) for e in expr)
+    if isinstance(expr, Role):
+        return calls_model(expr.content)
+    return False

@@ -176,3 +176,35 @@ def test_openai_backend_runs_programs_and_selects_through_prompt_logprobs(backen
     assert "".join(streamed.text_iter()) == streamed.text()
     with pytest.raises(ValueError, match="unconditional"):
         oai.select("x", ["a"], "unconditional_likelihood_normalized")
+
+
+@pytest.mark.parametrize(
+    "example",
+    ["few_shot_qa", "multi_turn_chat", "tree_of_thought", "agent_loop", "json_extraction"],
+)
+def test_examples_run(backend, example):
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+    done = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(root, "examples", f"{example}.py"),
+            "--url",
+            backend.base_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    expected = {
+        "few_shot_qa": "-> Paris",
+        "multi_turn_chat": "Paris",
+        "tree_of_thought": "The best idea is number",
+        "agent_loop": "from the cache",
+        "json_extraction": "phone: (",
+    }[example]
+    assert expected in done.stdout, done.stdout
