@@ -98,6 +98,17 @@ def test_streaming_text_iter(backend):
     assert "".join(s2.text_iter("city")) == s2["city"]
 
 
+def test_async_text_iter(backend):
+    import asyncio
+
+    s = capital.run(country="Spain", stream=True)
+
+    async def collect() -> list[str]:
+        return [piece async for piece in s.text_async_iter()]
+
+    assert "".join(asyncio.run(collect())) == s.text()
+
+
 def test_constraints_by_dtype_regex_and_schema(backend):
     schema = {
         "type": "object",

@@ -201,3 +201,25 @@ def test_bad_constraints_answer_400_and_others_finish(server, client):
     assert good and good[0] in ("yes", "no")
     info = client.get("/get_server_info").json()
     assert info["kv_free_tokens"] + info["cache_tokens"] == info["max_total_tokens"]
+
+
+def test_frontend_lang_suite_validates(server):
+    import frontend_lang as sgl
+
+    @sgl.function
+    def fill(s, prompt, schema=None, regex=None):
+        if schema is not None:
+            s += f"{prompt}\nAnswer in JSON:\n"
+            s += sgl.gen("out", json_schema=json.dumps(schema), max_tokens=SCHEMA_TOKENS)
+        else:
+            s += f"{prompt} "
+            s += sgl.gen("out", regex=regex, max_tokens=REGEX_TOKENS)
+
+    backend = sgl.RuntimeEndpoint(server.url)
+    batch = [{"prompt": p, "schema": s} for p, s in SCHEMAS]
+    batch += [{"prompt": p, "regex": r} for p, r in REGEXES]
+    states = fill.run_batch(batch, backend=backend, temperature=0)
+    for state, (_, schema) in zip(states, SCHEMAS):
+        check_schema(state["out"], schema)
+    for state, (_, regex) in zip(states[len(SCHEMAS) :], REGEXES):
+        check_regex(state["out"], regex)
