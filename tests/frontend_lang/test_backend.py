@@ -5,20 +5,10 @@ from __future__ import annotations
 import pytest
 
 from frontend_lang.backend import BackendError, Runtime, RuntimeEndpoint
+from tests.frontend_lang.conftest import FEWSHOT as SHOTS
 
 pytestmark = pytest.mark.slow
-FEWSHOT = (
-    "The capital of Japan is Tokyo.\nThe capital of Italy is Rome.\n"
-    "The capital of Spain is Madrid.\nThe capital of France is"
-)
-
-
-@pytest.fixture(scope="module")
-def runtime():
-    rt = Runtime(max_total_tokens=8192, api_key="k", log_level="warning")
-    yield rt
-    rt.shutdown()
-    assert rt.server.proc.poll() is not None
+FEWSHOT = SHOTS + "The capital of France is"
 
 
 def test_generate_stream_and_cached_prefix(runtime):
@@ -51,8 +41,8 @@ def test_errors_name_the_call(runtime):
         list(runtime.generate_stream("hi", {"regex": "("}))
     with pytest.raises(ValueError, match="choices_method"):
         runtime.select("x", ["a"], "best")
-    with pytest.raises(BackendError, match=r"get_model_info failed \(401\)"):
-        RuntimeEndpoint(runtime.base_url, api_key="wrong")
+    with pytest.raises(BackendError, match=r"get_model_info failed \(0\)"):
+        RuntimeEndpoint("http://127.0.0.1:9")  # nothing listens there
     assert runtime.flush_cache() is True
 
 

@@ -7,21 +7,16 @@ import json
 import pytest
 
 import frontend_lang as sgl
+from tests.frontend_lang.conftest import FEWSHOT
 
 pytestmark = pytest.mark.slow
-FEWSHOT = (
-    "The capital of Japan is Tokyo.\nThe capital of Italy is Rome.\n"
-    "The capital of Spain is Madrid.\n"
-)
 
 
 @pytest.fixture(scope="module")
-def backend():
-    rt = sgl.Runtime(max_total_tokens=16384, log_level="warning")
-    sgl.set_default_backend(rt)
-    yield rt
+def backend(runtime):
+    sgl.set_default_backend(runtime)
+    yield runtime
     sgl.set_default_backend(None)
-    rt.shutdown()
 
 
 @sgl.function
