@@ -47,7 +47,8 @@ def gen(
     choices: list[str] | None = None,
     dtype: type | None = None,
 ) -> Gen | Select:
-    """A generation stored in `s[name]`; with `choices` it is a `select`."""
+    """A generation stored in `s[name]`; with `choices` it is a `select`. With `n > 1`,
+    `s[name]` is the list of n samples and the program goes on with the first."""
     if choices is not None:
         return Select(name, list(choices), temperature or 0.0)
     if dtype is not None:
@@ -56,8 +57,8 @@ def gen(
         if regex is not None or json_schema is not None:
             raise ValueError("dtype: give dtype, regex or json_schema, not several")
         regex = DTYPE_REGEX[dtype]
-    if n not in (None, 1):
-        raise ValueError("n: a program generates one sequence per gen; fork the state for more")
+    if n is not None and (not isinstance(n, int) or n < 1):
+        raise ValueError(f"n: must be a positive integer, got {n!r}")
     given = {
         "max_new_tokens": max_tokens,
         "min_new_tokens": min_tokens,
@@ -70,6 +71,7 @@ def gen(
         "frequency_penalty": frequency_penalty,
         "presence_penalty": presence_penalty,
         "ignore_eos": ignore_eos,
+        "n": n if n != 1 else None,
         "regex": regex,
         "json_schema": json_schema,
     }

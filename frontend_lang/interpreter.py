@@ -112,6 +112,9 @@ class ProgramState:
         }
         if self._role == "assistant" and self._template() is None:
             params.setdefault("stop", [])  # the plain format ends a turn at a new line
+        if params.get("n", 1) > 1:
+            self._gen_n(g, params, extra)
+            return
         try:
             if self.stream:
                 out, shown = None, 0
@@ -128,6 +131,17 @@ class ProgramState:
         if g.name is not None:
             self._vars[g.name] = text
             self._meta[g.name] = out["meta_info"] if out else {}
+
+    def _gen_n(self, g: Gen, params: dict, extra: dict) -> None:
+        """n samples in one request that shares the prompt; the text goes on with the first."""
+        try:
+            outs = self.backend.generate(self._text, params, **extra)
+        except (BackendError, ValueError) as e:
+            raise ProgramError(f"gen({g.name!r}) failed: {e}") from e
+        self._append(outs[0]["text"], g.name)
+        if g.name is not None:
+            self._vars[g.name] = [o["text"] for o in outs]
+            self._meta[g.name] = [o["meta_info"] for o in outs]
 
     def _select(self, sel: Select) -> None:
         try:

@@ -93,6 +93,20 @@ def test_streaming_text_iter(backend):
     assert "".join(s2.text_iter("city")) == s2["city"]
 
 
+def test_gen_n_samples(backend):
+    @sgl.function
+    def ideas(s):
+        s += "A name for a cat:"
+        s += sgl.gen("name", max_tokens=6, n=3, temperature=1.0, top_p=0.95)
+
+    s = ideas.run()
+    assert isinstance(s["name"], list) and len(s["name"]) == 3
+    assert s.text() == "A name for a cat:" + s["name"][0]
+    assert len(s.get_meta_info("name")) == 3
+    with pytest.raises(ValueError, match="^n: "):
+        sgl.gen("x", n=0)
+
+
 def test_async_text_iter(backend):
     import asyncio
 
