@@ -132,14 +132,12 @@ class RequestResult:
         self.first_token_time: float | None = None
         self.prev_token_time: float | None = None  # before the last delta with tokens
         self.last_token_time: float | None = None
-        self.updates = 0
 
     @property
     def finished(self) -> bool:
         return self.finish_reason is not None
 
     def apply(self, d: ResultDelta) -> None:
-        self.updates += 1
         self.text = self.text[: d.text_offset] + d.text_delta
         self.output_ids += d.output_ids
         self.meta.update(
