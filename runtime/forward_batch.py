@@ -29,6 +29,9 @@ class ForwardBatch:
     seq_lens_cpu: list[int] = field(default_factory=list)
     prefix_lens_cpu: list[int] = field(default_factory=list)  # extend only
     extend_lens_cpu: list[int] = field(default_factory=list)  # extend only
+    # Decode only: (batch rows, shared length) for requests whose first KV slots are one radix
+    # prefix, which backends attend to once for the whole group (cascade attention).
+    prefix_groups: list[tuple[list[int], int]] = field(default_factory=list)
     attn_metadata: object = None  # filled by the attention backend
 
     @property

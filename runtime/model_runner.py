@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import psutil
@@ -38,6 +39,21 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if device.type == "cpu" and name != "float32":
         raise ValueError(f"dtype: {name} is CUDA-only here; use float32 on the CPU")
     return _DTYPES[name]
+
+
+def resolve_attention_backend(name: str, device: torch.device) -> str:
+    """`auto` is Triton on CUDA and torch-native on the CPU. Triton runs on the CPU only in its
+    interpreter (tests); FlashInfer only on CUDA."""
+    if name == "auto":
+        return "triton" if device.type == "cuda" else "torch_native"
+    if device.type != "cuda":
+        if name == "flashinfer":
+            raise ValueError("attention_backend: flashinfer needs a CUDA device")
+        if name == "triton" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError(
+                "attention_backend: triton needs a CUDA device (or TRITON_INTERPRET=1 on the CPU)"
+            )
+    return name
 
 
 class ModelRunner:
@@ -77,7 +93,13 @@ class ModelRunner:
             self.dtype,
             self.device,
         )
-        self.backend = create_backend(args.attention_backend)
+        self.backend = create_backend(
+            resolve_attention_backend(args.attention_backend, self.device),
+            num_heads=cfg.num_heads,
+            num_kv_heads=cfg.num_kv_heads,
+            head_dim=cfg.head_dim,
+            device=self.device,
+        )
         for layer in self.model.attention_layers():
             layer.backend = self.backend
         logger.info(

@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 
 SCHEDULE_POLICIES = ("lpm", "dfs-weight", "fcfs", "random")
-ATTENTION_BACKENDS = ("torch_native",)
+ATTENTION_BACKENDS = ("auto", "torch_native", "triton", "flashinfer")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 GRAMMAR_BACKENDS = ("xgrammar", "outlines", "none")
 
@@ -31,7 +31,9 @@ class ServerArgs:
     schedule_policy: str = "lpm"
     disable_radix_cache: bool = False
     page_size: int = 1
-    attention_backend: str = "torch_native"
+    attention_backend: str = "auto"  # Triton on CUDA, torch-native on the CPU
+    disable_cuda_graph: bool = False
+    cuda_graph_max_bs: int = 160
     grammar_backend: str = "xgrammar"
     disable_jump_forward: bool = False
     random_seed: int = 0
@@ -67,6 +69,7 @@ class ServerArgs:
         )
         need(self.max_running_requests >= 1, "max_running_requests", "must be >= 1")
         need(self.page_size >= 1, "page_size", "must be >= 1")
+        need(self.cuda_graph_max_bs >= 1, "cuda_graph_max_bs", "must be >= 1")
         need(self.max_prefill_tokens >= 16, "max_prefill_tokens", "must be >= 16")
         need(
             self.chunked_prefill_size == -1 or self.chunked_prefill_size >= 16,
@@ -140,7 +143,13 @@ _CLI_FLAGS = [
     ),
     ("--disable-radix-cache", bool, "no prefix sharing between requests"),
     ("--page-size", int, "tokens per radix-cache page (keys and evictions move in whole pages)"),
-    ("--attention-backend", str, "attention kernels"),
+    (
+        "--attention-backend",
+        str,
+        "attention kernels (auto: triton on CUDA, torch_native on the CPU; flashinfer: CUDA only)",
+    ),
+    ("--disable-cuda-graph", bool, "CUDA: run decode steps eagerly instead of replaying graphs"),
+    ("--cuda-graph-max-bs", int, "CUDA: largest decode batch captured as a graph"),
     (
         "--grammar-backend",
         str,

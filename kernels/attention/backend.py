@@ -32,9 +32,20 @@ class AttentionBackend:
         return self.forward_extend(q, k, v, layer, batch)
 
 
-def create_backend(name: str) -> AttentionBackend:
+def create_backend(
+    name: str, *, num_heads: int, num_kv_heads: int, head_dim: int, device: torch.device
+) -> AttentionBackend:
+    """Imports the backend's kernels only when it is picked: FlashInfer needs CUDA to import."""
     if name == "torch_native":
         from kernels.attention.torch_native import TorchNativeBackend
 
         return TorchNativeBackend()
+    if name == "triton":
+        from kernels.attention.triton_backend import TritonBackend
+
+        return TritonBackend(num_heads, num_kv_heads, head_dim, device)
+    if name == "flashinfer":
+        from kernels.attention.flashinfer_backend import FlashInferBackend
+
+        return FlashInferBackend(num_heads, num_kv_heads, head_dim, device)
     raise ValueError(f"attention_backend: unknown backend {name!r}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 
 import torch
@@ -10,48 +9,11 @@ import torch.nn.functional as F
 
 from kernels.attention.backend import AttentionBackend
 
-# Decoding requests whose first KV slots are the same (a prefix shared through the radix cache)
-# attend to that prefix together once it is at least this long, instead of each gathering a copy.
-MIN_SHARED_PREFIX = 16
-
-
 @dataclass
 class _DecodeMeta:
     suffix_idx: torch.Tensor  # [batch, max_suffix] each request's KV slots past its shared prefix
     suffix_mask: torch.Tensor  # [batch, 1, 1, max_suffix] 0 where the key is real, -inf past it
     groups: list[tuple[torch.Tensor, torch.Tensor]]  # (batch rows, shared prefix slots [P])
-
-
-def _shared_prefix_groups(kv: torch.Tensor, seq_lens: list[int]) -> tuple[list, list[int]]:
-    """Finds batch rows whose KV slot rows begin alike (a trie over where they diverge); each row
-    joins the deepest group of two or more it belongs to. Returns (groups, each row's shared
-    length, 0 outside a group). The current token's slot is never shared."""
-    groups, shared = [], [0] * len(seq_lens)
-
-    def split(rows: list[int], start: int) -> None:
-        limit = min(seq_lens[r] for r in rows) - 1
-        sub = kv[rows, start:limit]
-        length = start + int((sub == sub[0]).all(0).to(torch.int32).cumprod(0).sum())
-        children: dict[int, list[int]] = defaultdict(list)
-        if length < limit:
-            for r, slot in zip(rows, kv[rows, length].tolist()):
-                children[slot].append(r)
-        here = [r for c in children.values() if len(c) < 2 for r in c] if children else rows
-        for c in children.values():
-            if len(c) >= 2:
-                split(c, length)
-        if len(here) >= 2 and length >= MIN_SHARED_PREFIX:
-            groups.append((torch.tensor(here, device=kv.device), kv[here[0], :length]))
-            for r in here:
-                shared[r] = length
-
-    by_first: dict[int, list[int]] = defaultdict(list)
-    for row, first in enumerate(kv[:, 0].tolist()):
-        by_first[first].append(row)
-    for rows in by_first.values():
-        if len(rows) >= 2:
-            split(rows, 0)
-    return groups, shared
 
 
 def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float, mask=None):
@@ -79,7 +41,11 @@ class TorchNativeBackend(AttentionBackend):
         seq_lens = batch.seq_lens_cpu
         table = batch.req_to_token_pool.req_to_token
         kv = table[batch.req_pool_indices, : max(seq_lens)]  # [B, L]
-        groups, shared = _shared_prefix_groups(kv, seq_lens)
+        shared, groups = [0] * len(seq_lens), []
+        for rows, length in batch.prefix_groups:
+            groups.append((torch.tensor(rows, device=kv.device), kv[rows[0], :length]))
+            for r in rows:
+                shared[r] = length
         suffix_lens = [n - p for n, p in zip(seq_lens, shared)]
         width = max(suffix_lens)
         offs = torch.arange(width, device=kv.device)

@@ -15,6 +15,7 @@ import time
 
 import torch
 
+from radix import shared_prefix_groups
 from runtime.constrained.base import (
     GrammarCache,
     allocate_bitmask,
@@ -37,6 +38,8 @@ RETRACT_RATIO_STEP = 0.2
 # the cache holds waits a step and reuses that one's KV instead of computing the prefix twice.
 IN_BATCH_SHARE_MIN = 32
 LOG_EVERY_STEPS = 50
+# Decoding requests under a shared radix prefix at least this long attend to it together.
+CASCADE_MIN_PREFIX = 16
 # Jump-forward: rounds of forced text per step, and the most forced tokens taken at once (the
 # grammar matchers roll back at most 32 tokens).
 JUMP_FORWARD_MAX_ROUNDS = 8
@@ -422,6 +425,10 @@ class Scheduler:
         fb = self._forward_batch(
             ForwardMode.DECODE, ids, kv_lens, slots, pool_idx, [n + 1 for n in kv_lens]
         )
+        if len(batch) > 1:
+            fb.prefix_groups = shared_prefix_groups(
+                [r.prefix_handle for r in batch], CASCADE_MIN_PREFIX
+            )
         logits = self.runner.forward(fb, torch.arange(len(batch), device=dev))
         for r in batch:
             r.kv_len += 1

@@ -1,0 +1,142 @@
+"""Attention through the Triton kernels: the CUDA default, and testable on the CPU under
+`TRITON_INTERPRET=1`. Decode is cascade attention over the batch's shared radix prefixes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from kernels.attention.backend import AttentionBackend
+from kernels.attention.kv_indices import ragged_kv_indices
+from kernels.triton_ops.decode_attention import (
+    DecodeItems,
+    cascade_decode_attention,
+    choose_num_splits,
+    query_blocks,
+)
+from kernels.triton_ops.extend_attention import extend_attention
+
+
+@dataclass
+class _ExtendMeta:
+    qo_indptr: torch.Tensor
+    kv_indptr: torch.Tensor
+    kv_indices: torch.Tensor
+    prefix_lens: torch.Tensor
+    max_extend_len: int
+
+
+@dataclass
+class _DecodeMeta:
+    own: DecodeItems  # one item per request: its slots past its shared prefix
+    shared: DecodeItems | None  # one item per prefix group: the shared slots
+
+
+def target_programs(device: torch.device) -> int:
+    """How many programs a launch wants to keep the device busy."""
+    if device.type == "cuda":
+        return 2 * torch.cuda.get_device_properties(device).multi_processor_count
+    return 1  # the interpreter: one split (the kernel tests cover more)
+
+
+class TritonBackend(AttentionBackend):
+    def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int, device) -> None:
+        self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
+        self.device = torch.device(device)
+        self.target_programs = target_programs(self.device)
+
+    def init_forward_metadata(self, batch) -> None:
+        table = batch.req_to_token_pool.req_to_token
+        seq_lens = batch.seq_lens_cpu
+        if not batch.is_decode:
+            kv_indptr, kv_indices = ragged_kv_indices(
+                table, batch.req_pool_indices, [0] * len(seq_lens), seq_lens
+            )
+            ext = batch.extend_lens_cpu
+            qo = [0]
+            for n in ext:
+                qo.append(qo[-1] + n)
+            dev = table.device
+            batch.attn_metadata = _ExtendMeta(
+                torch.tensor(qo, dtype=torch.int32, device=dev),
+                kv_indptr,
+                kv_indices,
+                torch.tensor(batch.prefix_lens_cpu, dtype=torch.int32, device=dev),
+                max(ext),
+            )
+            return
+        batch.attn_metadata = self.decode_metadata(
+            table, batch.req_pool_indices, seq_lens, batch.prefix_groups
+        )
+
+    def decode_metadata(self, table, req_pool_indices, seq_lens, prefix_groups) -> _DecodeMeta:
+        dev = table.device
+        b = len(seq_lens)
+        shared_len = [0] * b
+        for rows, length in prefix_groups:
+            for r in rows:
+                shared_len[r] = length
+        kv_indptr, kv_indices = ragged_kv_indices(table, req_pool_indices, shared_len, seq_lens)
+        rows_t = torch.arange(b, dtype=torch.int32, device=dev)
+        own_splits = choose_num_splits(
+            b * self.num_kv_heads, max(n - s for n, s in zip(seq_lens, shared_len)),
+            b, self.num_heads, self.head_dim, self.target_programs,
+        )  # fmt: skip
+        own = DecodeItems(
+            torch.arange(b + 1, dtype=torch.int32, device=dev), rows_t, kv_indptr, kv_indices,
+            1, own_splits,
+        )  # fmt: skip
+        if not prefix_groups:
+            return _DecodeMeta(own, None)
+        first_rows = torch.tensor([rows[0] for rows, _ in prefix_groups], device=dev)
+        lengths = [length for _, length in prefix_groups]
+        p_indptr, p_indices = ragged_kv_indices(
+            table, req_pool_indices[first_rows], [0] * len(lengths), lengths
+        )
+        q_indptr = [0]
+        for rows, _ in prefix_groups:
+            q_indptr.append(q_indptr[-1] + len(rows))
+        q_rows = [r for rows, _ in prefix_groups for r in rows]
+        largest = max(len(rows) for rows, _ in prefix_groups)
+        _, m_blocks = query_blocks(largest, self.num_heads // self.num_kv_heads)
+        shared_splits = choose_num_splits(
+            len(prefix_groups) * self.num_kv_heads * m_blocks, max(lengths),
+            len(q_rows), self.num_heads, self.head_dim, self.target_programs,
+        )  # fmt: skip
+        shared = DecodeItems(
+            torch.tensor(q_indptr, dtype=torch.int32, device=dev),
+            torch.tensor(q_rows, dtype=torch.int64, device=dev),
+            p_indptr, p_indices, largest, shared_splits,
+        )  # fmt: skip
+        return _DecodeMeta(own, shared)
+
+    def forward_decode(self, q, k, v, layer, batch) -> torch.Tensor:
+        pool = batch.kv_pool
+        pool.set_kv(layer.layer_id, batch.out_cache_loc, k, v)
+        meta: _DecodeMeta = batch.attn_metadata
+        out, _ = cascade_decode_attention(
+            q,
+            pool.k_buffer[layer.layer_id],
+            pool.v_buffer[layer.layer_id],
+            meta.own,
+            meta.shared,
+            layer.scaling,
+        )
+        return out
+
+    def forward_extend(self, q, k, v, layer, batch) -> torch.Tensor:
+        pool = batch.kv_pool
+        pool.set_kv(layer.layer_id, batch.out_cache_loc, k, v)
+        meta: _ExtendMeta = batch.attn_metadata
+        return extend_attention(
+            q,
+            pool.k_buffer[layer.layer_id],
+            pool.v_buffer[layer.layer_id],
+            meta.qo_indptr,
+            meta.kv_indptr,
+            meta.kv_indices,
+            meta.prefix_lens,
+            meta.max_extend_len,
+            layer.scaling,
+        )
