@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from kernels.attention.backend import AttentionBackend
 
+
 @dataclass
 class _DecodeMeta:
     suffix_idx: torch.Tensor  # [batch, max_suffix] each request's KV slots past its shared prefix

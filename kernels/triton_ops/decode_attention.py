@@ -27,15 +27,29 @@ MID_BUFFER_BYTES = 256 << 20
 
 @triton.jit
 def _partial_kernel(
-    Q, K, V, MidO, MidLse,
-    q_indptr, q_rows, kv_indptr, kv_indices,
+    Q,
+    K,
+    V,
+    MidO,
+    MidLse,
+    q_indptr,
+    q_rows,
+    kv_indptr,
+    kv_indices,
     scale,
-    stride_qt, stride_qh,
-    stride_ks, stride_kh,
-    stride_vs, stride_vh,
-    stride_mo_q, stride_mo_h, stride_mo_s,
-    stride_ml_q, stride_ml_h,
-    num_m_blocks, num_splits,
+    stride_qt,
+    stride_qh,
+    stride_ks,
+    stride_kh,
+    stride_vs,
+    stride_vh,
+    stride_mo_q,
+    stride_mo_h,
+    stride_mo_s,
+    stride_ml_q,
+    stride_ml_h,
+    num_m_blocks,
+    num_splits,
     GROUP: tl.constexpr,
     HEAD_DIM: tl.constexpr,
     BLOCK_M: tl.constexpr,
@@ -99,23 +113,32 @@ def _partial_kernel(
     lse = tl.where(l_i > 0, m_i + tl.log(l_i), float("-inf"))
     q_out = q_start + q_local
     tl.store(
-        MidO + q_out[:, None] * stride_mo_q + head[:, None] * stride_mo_h + split * stride_mo_s
+        MidO
+        + q_out[:, None] * stride_mo_q
+        + head[:, None] * stride_mo_h
+        + split * stride_mo_s
         + offs_d[None, :],
         out,
         mask=m_valid[:, None],
     )
-    tl.store(
-        MidLse + q_out * stride_ml_q + head * stride_ml_h + split, lse, mask=m_valid
-    )
+    tl.store(MidLse + q_out * stride_ml_q + head * stride_ml_h + split, lse, mask=m_valid)
 
 
 @triton.jit
 def _reduce_kernel(
-    MidO, MidLse, Out, Lse,
-    stride_mo_q, stride_mo_h, stride_mo_s,
-    stride_ml_q, stride_ml_h,
-    stride_o_q, stride_o_h,
-    num_heads, num_splits,
+    MidO,
+    MidLse,
+    Out,
+    Lse,
+    stride_mo_q,
+    stride_mo_h,
+    stride_mo_s,
+    stride_ml_q,
+    stride_ml_h,
+    stride_o_q,
+    stride_o_h,
+    num_heads,
+    num_splits,
     HEAD_DIM: tl.constexpr,
     BLOCK_H: tl.constexpr,
 ):
@@ -131,7 +154,10 @@ def _reduce_kernel(
             MidLse + j * stride_ml_q + offs_h * stride_ml_h + s, mask=h_valid, other=float("-inf")
         )
         o_s = tl.load(
-            MidO + j * stride_mo_q + offs_h[:, None] * stride_mo_h + s * stride_mo_s
+            MidO
+            + j * stride_mo_q
+            + offs_h[:, None] * stride_mo_h
+            + s * stride_mo_s
             + offs_d[None, :],
             mask=h_valid[:, None],
             other=0.0,

@@ -9,10 +9,18 @@ import triton.language as tl
 
 @triton.jit
 def _merge_state_kernel(
-    Va, Sa, Vb, Sb, Out, SOut,
-    stride_va_n, stride_va_h,
-    stride_vb_n, stride_vb_h,
-    stride_o_n, stride_o_h,
+    Va,
+    Sa,
+    Vb,
+    Sb,
+    Out,
+    SOut,
+    stride_va_n,
+    stride_va_h,
+    stride_vb_n,
+    stride_vb_h,
+    stride_o_n,
+    stride_o_h,
     num_heads,
     HEAD_DIM: tl.constexpr,
     BLOCK_H: tl.constexpr,

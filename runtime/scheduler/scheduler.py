@@ -93,6 +93,7 @@ class Scheduler:
         self.stats = {
             "prefill_tokens": 0,
             "decode_tokens": 0,
+            "cascade_decode_tokens": 0,  # decoded while attending to a shared prefix as a group
             "steps": 0,
             "prompt_tokens": 0,
             "cached_prompt_tokens": 0,
@@ -429,6 +430,7 @@ class Scheduler:
             fb.prefix_groups = shared_prefix_groups(
                 [r.prefix_handle for r in batch], CASCADE_MIN_PREFIX
             )
+            self.stats["cascade_decode_tokens"] += sum(len(rows) for rows, _ in fb.prefix_groups)
         logits = self.runner.forward(fb, torch.arange(len(batch), device=dev))
         for r in batch:
             r.kv_len += 1

@@ -148,7 +148,10 @@ def test_extend_matches_causal_reference(reqs, heads, kv_heads, head_dim, dtype)
     prefix_lens = [0 if i % 3 == 0 else rng.randint(1, MAX_LEN) for i in range(reqs)]
     ext_lens = [rng.randint(1, MAX_LEN) for _ in range(reqs)]
     pool = Pool(sum(prefix_lens) + sum(ext_lens) + 8, kv_heads, head_dim, dtype, seed=reqs)
-    slots = [pool.take(p + e, scattered=i % 2 == 0) for i, (p, e) in enumerate(zip(prefix_lens, ext_lens))]
+    slots = [
+        pool.take(p + e, scattered=i % 2 == 0)
+        for i, (p, e) in enumerate(zip(prefix_lens, ext_lens))
+    ]
     q = torch.randn(sum(ext_lens), heads, head_dim, device=DEVICE).to(dtype)
     qo, kv = [0], [0]
     for p, e in zip(prefix_lens, ext_lens):
@@ -167,5 +170,7 @@ def test_extend_matches_causal_reference(reqs, heads, kv_heads, head_dim, dtype)
     )
     for i, (p, e) in enumerate(zip(prefix_lens, ext_lens)):
         q_pos = torch.arange(p, p + e, device=DEVICE)
-        ref, _ = attention(q[qo[i] : qo[i + 1]], pool.k[slots[i]], pool.v[slots[i]], head_dim**-0.5, q_pos)
+        ref, _ = attention(
+            q[qo[i] : qo[i + 1]], pool.k[slots[i]], pool.v[slots[i]], head_dim**-0.5, q_pos
+        )
         _close(out[qo[i] : qo[i + 1]], ref, dtype)
