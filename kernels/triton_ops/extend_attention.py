@@ -14,7 +14,7 @@ def _extend_kernel(
     Q,
     K,
     V,
-    O,
+    Out,
     qo_indptr,
     kv_indptr,
     kv_indices,
@@ -87,8 +87,8 @@ def _extend_kernel(
 
     inv = tl.where(l_i > 0, 1.0 / l_i, 0.0)
     tl.store(
-        O + (q_start + offs_m)[:, None] * stride_ot + head * stride_oh + offs_d[None, :],
-        (acc * inv[:, None]).to(O.dtype.element_ty),
+        Out + (q_start + offs_m)[:, None] * stride_ot + head * stride_oh + offs_d[None, :],
+        (acc * inv[:, None]).to(Out.dtype.element_ty),
         mask=m_valid[:, None],
     )
 

@@ -3,10 +3,9 @@ sequence, through the forward batch the scheduler builds (Triton in its interpre
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
-
-import pytest
 
 from kernels.attention.backend import create_backend
 from runtime.forward_batch import ForwardBatch, ForwardMode
