@@ -102,6 +102,14 @@ class ModelRunner:
         )
         for layer in self.model.attention_layers():
             layer.backend = self.backend
+        self.graph_runner = None
+        if self.device.type == "cuda" and not args.disable_cuda_graph:
+            if self.backend.supports_cuda_graph:
+                from runtime.cuda_graph_runner import CudaGraphRunner
+
+                self.graph_runner = CudaGraphRunner(self)
+            else:
+                logger.info("the %s backend decodes without CUDA graphs", args.attention_backend)
         logger.info(
             "model loaded in %.2fs from %s; KV pool %d tokens on %s (%s)",
             self.load_seconds,
@@ -135,6 +143,8 @@ class ModelRunner:
     @torch.inference_mode()
     def forward(self, batch: ForwardBatch, logit_rows: torch.Tensor) -> torch.Tensor:
         """Runs the model; returns float32 logits `[len(logit_rows), vocab]` for the chosen token rows."""
+        if self.graph_runner is not None and self.graph_runner.can_run(batch):
+            return self.graph_runner.replay(batch)[logit_rows]
         self.backend.init_forward_metadata(batch)
         hidden = self.model(batch)
         return self.model.compute_logits(hidden[logit_rows])

@@ -26,6 +26,21 @@ class AttentionBackend:
     def forward_decode(self, q, k, v, layer, batch: ForwardBatch) -> torch.Tensor:
         raise NotImplementedError
 
+    # CUDA graphs: a backend that supports them keeps its decode metadata in fixed buffers,
+    # which replays refill in place.
+    supports_cuda_graph = False
+
+    def init_cuda_graph_state(self, max_bs: int, max_kv_tokens: int) -> None:
+        raise NotImplementedError
+
+    def cuda_graph_metadata(self, bs: int) -> object:
+        """The decode metadata a graph of `bs` rows is captured with (views of the buffers)."""
+        raise NotImplementedError
+
+    def fill_cuda_graph_metadata(self, batch: ForwardBatch) -> None:
+        """Writes a (padded) decode batch's metadata into the buffers before a replay."""
+        raise NotImplementedError
+
     def forward(self, q, k, v, layer, batch: ForwardBatch) -> torch.Tensor:
         if batch.is_decode:
             return self.forward_decode(q, k, v, layer, batch)

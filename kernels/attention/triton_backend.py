@@ -111,6 +111,40 @@ class TritonBackend(AttentionBackend):
         )  # fmt: skip
         return _DecodeMeta(own, shared)
 
+    # ---- CUDA graphs (decode without cascade groups) ----
+
+    supports_cuda_graph = True
+
+    def init_cuda_graph_state(self, max_bs: int, max_kv_tokens: int) -> None:
+        dev = self.device
+        self.graph_rows = torch.arange(max_bs + 1, dtype=torch.int32, device=dev)
+        self.graph_kv_indptr = torch.zeros(max_bs + 1, dtype=torch.int32, device=dev)
+        self.graph_kv_indices = torch.zeros(max_kv_tokens, dtype=torch.int32, device=dev)
+
+    def cuda_graph_metadata(self, bs: int) -> _DecodeMeta:
+        # The split count is fixed at capture; each item divides its own length by it.
+        splits = max(1, min(16, -(-self.target_programs // (bs * self.num_kv_heads))))
+        own = DecodeItems(
+            self.graph_rows[: bs + 1],
+            self.graph_rows[:bs],
+            self.graph_kv_indptr[: bs + 1],
+            self.graph_kv_indices,
+            1,
+            splits,
+        )
+        return _DecodeMeta(own, None)
+
+    def fill_cuda_graph_metadata(self, batch) -> None:
+        seq_lens = batch.seq_lens_cpu
+        indptr, indices = ragged_kv_indices(
+            batch.req_to_token_pool.req_to_token,
+            batch.req_pool_indices,
+            [0] * len(seq_lens),
+            seq_lens,
+        )
+        self.graph_kv_indptr[: len(seq_lens) + 1].copy_(indptr)
+        self.graph_kv_indices[: indices.numel()].copy_(indices)
+
     def forward_decode(self, q, k, v, layer, batch) -> torch.Tensor:
         pool = batch.kv_pool
         pool.set_kv(layer.layer_id, batch.out_cache_loc, k, v)
