@@ -59,22 +59,22 @@ def peak_bandwidth() -> float | None:
     return next((bw for key, bw in PEAK_BANDWIDTH.items() if key in name), None)
 
 
-def timed(fn, iters: int) -> float:
-    """Median seconds per call after warm-up."""
+def timed(iters: int, fn, *args, **kwargs) -> float:
+    """Median seconds per call of fn(*args, **kwargs) after warm-up."""
     for _ in range(3):
-        fn()
+        fn(*args, **kwargs)
     times = []
     for _ in range(iters):
         if CUDA:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            fn()
+            fn(*args, **kwargs)
             end.record()
             end.synchronize()
             times.append(start.elapsed_time(end) / 1e3)
         else:
             t0 = time.perf_counter()
-            fn()
+            fn(*args, **kwargs)
             times.append(time.perf_counter() - t0)
     times.sort()
     return times[len(times) // 2]
@@ -161,8 +161,12 @@ def bench_decode(args, fi) -> None:
     elem = torch.empty((), dtype=dtype).element_size()
     peak = peak_bandwidth()
     print("\n## decode attention, one layer, per call")
-    print(f"{heads} query heads, {kv_heads} KV heads, head dim {dim}, {dtype}; device: {device_name()}")
-    print("| batch | context | ours (us) | FlashInfer (us) | SDPA dense (us) | ours GB/s | % of peak |")
+    print(
+        f"{heads} query heads, {kv_heads} KV heads, head dim {dim}, {dtype}; device: {device_name()}"
+    )
+    print(
+        "| batch | context | ours (us) | FlashInfer (us) | SDPA dense (us) | ours GB/s | % of peak |"
+    )
     print("|---|---|---|---|---|---|---|")
     for b in args.batch_sizes:
         for ctx in args.contexts:
@@ -171,7 +175,7 @@ def bench_decode(args, fi) -> None:
                 continue
             s = Setup([ctx] * b, heads, kv_heads, dim, dtype)
             items = s.plain_items(target_programs())
-            ours = timed(lambda: decode_attention(s.q, s.k, s.v, items, dim**-0.5), args.iters)
+            ours = timed(args.iters, decode_attention, s.q, s.k, s.v, items, dim**-0.5)
             fi_t = None
             if fi is not None:
                 indptr, indices = s.flat_indices()
@@ -181,15 +185,23 @@ def bench_decode(args, fi) -> None:
                     use_tensor_cores=heads // kv_heads >= 4,
                 )
                 ones = torch.ones(b, dtype=torch.int32, device=DEV)
-                w.plan(indptr, indices, ones, heads, kv_heads, dim, 1, q_data_type=dtype, kv_data_type=dtype)
+                w.plan(
+                    indptr,
+                    indices,
+                    ones,
+                    heads,
+                    kv_heads,
+                    dim,
+                    1,
+                    q_data_type=dtype,
+                    kv_data_type=dtype,
+                )
                 kv = (s.k[:, None], s.v[:, None])
-                fi_t = timed(lambda: w.run(s.q, kv), args.iters)
+                fi_t = timed(args.iters, w.run, s.q, kv)
             kd = s.k[s.table].transpose(1, 2).contiguous()  # [B, Hkv, L, D]
             vd = s.v[s.table].transpose(1, 2).contiguous()
             qd = s.q[:, :, None]
-            sdpa = timed(
-                lambda: F.scaled_dot_product_attention(qd, kd, vd, enable_gqa=True), args.iters
-            )
+            sdpa = timed(args.iters, F.scaled_dot_product_attention, qd, kd, vd, enable_gqa=True)
             del kd, vd
             gbps = kv_bytes / ours / 1e9
             share = f"{100 * kv_bytes / ours / peak:.0f}%" if peak else "-"
@@ -209,7 +221,9 @@ def device_name() -> str:
 
 def bench_cascade(args, fi) -> None:
     heads, kv_heads, dim, dtype = args.heads, args.kv_heads, args.head_dim, args.dtype
-    print(f"\n## cascade decode: N requests sharing a P-token prefix, {args.own_tokens} own tokens each")
+    print(
+        f"\n## cascade decode: N requests sharing a P-token prefix, {args.own_tokens} own tokens each"
+    )
     print(f"one layer, per call; device: {device_name()}")
     print(
         "| requests | prefix | ours plain (us) | ours cascade (us) | speedup "
@@ -226,10 +240,9 @@ def bench_cascade(args, fi) -> None:
             scale = dim**-0.5
             plain = s.plain_items(target_programs())
             own_items, group = s.cascade_items(target_programs(), p)
-            t_plain = timed(lambda: decode_attention(s.q, s.k, s.v, plain, scale), args.iters)
+            t_plain = timed(args.iters, decode_attention, s.q, s.k, s.v, plain, scale)
             t_casc = timed(
-                lambda: cascade_decode_attention(s.q, s.k, s.v, own_items, group, scale),
-                args.iters,
+                args.iters, cascade_decode_attention, s.q, s.k, s.v, own_items, group, scale
             )
             fi_plain = fi_casc = None
             if fi is not None:
@@ -242,7 +255,7 @@ def bench_cascade(args, fi) -> None:
                     ws, "NHD", use_tensor_cores=heads // kv_heads >= 4
                 )
                 dw.plan(indptr, indices, ones, heads, kv_heads, dim, 1, **types)
-                fi_plain = timed(lambda: dw.run(s.q, kv), args.iters)
+                fi_plain = timed(args.iters, dw.run, s.q, kv)
                 cw = fi.MultiLevelCascadeAttentionWrapper(2, ws, "NHD")
                 l1_indptr, l1_indices = ragged_kv_indices(s.table, s.rows, [p] * n, s.seq)
                 cw.plan(
@@ -259,12 +272,21 @@ def bench_cascade(args, fi) -> None:
                     1,
                     **types,
                 )
-                fi_casc = timed(lambda: cw.run(s.q, kv), args.iters)
+                fi_casc = timed(args.iters, cw.run, s.q, kv)
             fi_speed = f"{fi_plain / fi_casc:.2f}x" if fi_casc else "-"
             print(
                 f"| {n} | {p} | {t_plain * 1e6:.1f} | {t_casc * 1e6:.1f} | {t_plain / t_casc:.2f}x "
                 f"| {fmt_us(fi_plain)} | {fmt_us(fi_casc)} | {fi_speed} |"
             )
+
+
+def decode_seconds(eng, prompts: list[list[int]], new_tokens: int) -> float:
+    """Wall time of one greedy batch from an empty cache."""
+    eng.flush_cache()
+    t0 = time.perf_counter()
+    params = {"max_new_tokens": new_tokens, "temperature": 0, "ignore_eos": True}
+    eng.generate(input_ids=prompts, sampling_params=params)
+    return time.perf_counter() - t0
 
 
 def bench_model(args) -> None:
@@ -286,18 +308,9 @@ def bench_model(args) -> None:
         try:
             for b in args.model_batch_sizes:
                 prompts = [[1000 + (i * 7 + j) % 5000 for j in range(32)] for i in range(b)]
-
-                def run(n: int) -> float:
-                    eng.flush_cache()
-                    t0 = time.perf_counter()
-                    eng.generate(
-                        input_ids=prompts,
-                        sampling_params={"max_new_tokens": n, "temperature": 0, "ignore_eos": True},
-                    )
-                    return time.perf_counter() - t0
-
-                run(2)  # warm-up
-                t_n, t_1 = run(args.new_tokens), run(1)
+                decode_seconds(eng, prompts, 2)  # warm-up
+                t_n = decode_seconds(eng, prompts, args.new_tokens)
+                t_1 = decode_seconds(eng, prompts, 1)
                 rows[b].append(f"{b * (args.new_tokens - 1) / (t_n - t_1):.0f}")
         finally:
             eng.shutdown()

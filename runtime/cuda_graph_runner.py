@@ -85,7 +85,9 @@ class CudaGraphRunner:
         self.graphs[bs] = graph
 
     def can_run(self, batch: ForwardBatch) -> bool:
-        return batch.is_decode and len(batch.seq_lens_cpu) <= self.max_bs and not batch.prefix_groups
+        return (
+            batch.is_decode and len(batch.seq_lens_cpu) <= self.max_bs and not batch.prefix_groups
+        )
 
     def replay(self, batch: ForwardBatch) -> torch.Tensor:
         """Logits `[batch, vocab]` of a decode batch, computed by the graph of its padded size."""
