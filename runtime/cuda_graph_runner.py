@@ -24,9 +24,31 @@ def capture_sizes(max_bs: int) -> list[int]:
     return [s for s in sizes if s < max_bs] + [max_bs]
 
 
+class _CapturedGraph:
+    """A decode forward captured as a CUDA graph; `replay` rewrites `output` in place."""
+
+    def __init__(self, fn, pool) -> None:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):  # warm up: Triton compiles, allocators settle
+                fn()
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, pool=pool):
+            self.output = fn()
+
+    def replay(self) -> None:
+        self.graph.replay()
+
+
 class CudaGraphRunner:
-    def __init__(self, runner) -> None:
+    """`graph_type(fn, pool)` captures `fn` and has `replay()` and `output`; tests on the CPU
+    pass one that re-runs `fn`, which exercises all the buffer handling."""
+
+    def __init__(self, runner, graph_type=_CapturedGraph) -> None:
         self.runner = runner
+        self.graph_type = graph_type
         self.backend = runner.backend
         self.max_bs = min(runner.args.cuda_graph_max_bs, runner.args.max_running_requests)
         self.sizes = capture_sizes(self.max_bs)
@@ -38,10 +60,9 @@ class CudaGraphRunner:
         self.req_pool_indices = torch.zeros(n, dtype=torch.int64, device=dev)
         self.seq_lens = torch.ones(n, dtype=torch.int64, device=dev)
         self.backend.init_cuda_graph_state(n, runner.max_total_tokens + n)
-        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        self.outputs: dict[int, torch.Tensor] = {}
+        self.graphs: dict[int, _CapturedGraph] = {}
         t0 = time.perf_counter()
-        self.pool = torch.cuda.graph_pool_handle()
+        self.pool = torch.cuda.graph_pool_handle() if graph_type is _CapturedGraph else None
         for bs in reversed(self.sizes):  # largest first: smaller graphs reuse its memory
             self._capture(bs)
         logger.info(
@@ -73,22 +94,14 @@ class CudaGraphRunner:
         def run() -> torch.Tensor:
             return model.compute_logits(model(batch))
 
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(2):  # warm up: Triton compiles, allocators settle
-                run()
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
-            self.outputs[bs] = run()
-        self.graphs[bs] = graph
+        self.graphs[bs] = self.graph_type(run, self.pool)
 
     def can_run(self, batch: ForwardBatch) -> bool:
         return (
             batch.is_decode and len(batch.seq_lens_cpu) <= self.max_bs and not batch.prefix_groups
         )
 
+    @torch.inference_mode()
     def replay(self, batch: ForwardBatch) -> torch.Tensor:
         """Logits `[batch, vocab]` of a decode batch, computed by the graph of its padded size."""
         raw = len(batch.seq_lens_cpu)
@@ -106,5 +119,6 @@ class CudaGraphRunner:
             self.seq_lens[raw:bs].fill_(1)
         padded = self._batch(bs, batch.seq_lens_cpu + [1] * (bs - raw))
         self.backend.fill_cuda_graph_metadata(padded)
-        self.graphs[bs].replay()
-        return self.outputs[bs][:raw]
+        graph = self.graphs[bs]
+        graph.replay()
+        return graph.output[:raw]

@@ -20,6 +20,7 @@ import triton
 import triton.language as tl
 
 from kernels.triton_ops.merge_state import merge_state
+from kernels.triton_ops.online_softmax import attend_block, finish, load_rows, merge_partial
 
 # Bytes the stage-1 partial outputs may take; more splits than this allows are not worth it.
 MID_BUFFER_BYTES = 256 << 20
@@ -81,36 +82,18 @@ def _partial_kernel(
     split_len = tl.cdiv(kv_len, num_splits)
     lo = split * split_len
     hi = tl.minimum(lo + split_len, kv_len)
-    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    l_i = tl.zeros([BLOCK_M], tl.float32)
+    top = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    total = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
     offs_n = tl.arange(0, BLOCK_N)
     for start in range(lo, hi, BLOCK_N):
         n = start + offs_n
         n_valid = n < hi
         slot = tl.load(kv_indices + kv_start + n, mask=n_valid, other=0).to(tl.int64)
-        k = tl.load(
-            K + slot[:, None] * stride_ks + kv_head * stride_kh + offs_d[None, :],
-            mask=n_valid[:, None],
-            other=0.0,
-        )
-        s = tl.dot(q, tl.trans(k).to(q.dtype)) * scale
-        s = tl.where(n_valid[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp(m_i - m_new)
-        p = tl.exp(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(
-            V + slot[:, None] * stride_vs + kv_head * stride_vh + offs_d[None, :],
-            mask=n_valid[:, None],
-            other=0.0,
-        )
-        acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v.to(q.dtype))
-        m_i = m_new
-
-    inv = tl.where(l_i > 0, 1.0 / l_i, 0.0)
-    out = acc * inv[:, None]
-    lse = tl.where(l_i > 0, m_i + tl.log(l_i), float("-inf"))
+        k = load_rows(K, slot, stride_ks, kv_head * stride_kh, offs_d, n_valid)
+        v = load_rows(V, slot, stride_vs, kv_head * stride_vh, offs_d, n_valid)
+        top, total, acc = attend_block(q, k, v, n_valid[None, :], scale, top, total, acc)
+    out, lse = finish(top, total, acc)
     q_out = q_start + q_local
     tl.store(
         MidO
@@ -154,32 +137,19 @@ def _reduce_kernel(
             MidLse + j * stride_ml_q + offs_h * stride_ml_h + s, mask=h_valid, other=float("-inf")
         )
         o_s = tl.load(
-            MidO
-            + j * stride_mo_q
-            + offs_h[:, None] * stride_mo_h
-            + s * stride_mo_s
+            MidO + j * stride_mo_q + offs_h[:, None] * stride_mo_h + s * stride_mo_s
             + offs_d[None, :],
             mask=h_valid[:, None],
             other=0.0,
-        )
-        new_top = tl.maximum(top, lse_s)
-        safe = tl.where(new_top == float("-inf"), 0.0, new_top)
-        alpha = tl.exp(top - safe)
-        w = tl.exp(lse_s - safe)
-        total = total * alpha + w
-        acc = acc * alpha[:, None] + o_s * w[:, None]
-        top = new_top
-    inv = tl.where(total > 0, 1.0 / total, 0.0)
+        )  # fmt: skip
+        top, total, acc = merge_partial(top, total, acc, lse_s, o_s)
+    out, lse = finish(top, total, acc)
     tl.store(
         Out + j * stride_o_q + offs_h[:, None] * stride_o_h + offs_d[None, :],
-        (acc * inv[:, None]).to(Out.dtype.element_ty),
+        out.to(Out.dtype.element_ty),
         mask=h_valid[:, None],
     )
-    tl.store(
-        Lse + j * num_heads + offs_h,
-        tl.where(total > 0, top + tl.log(total), float("-inf")),
-        mask=h_valid,
-    )
+    tl.store(Lse + j * num_heads + offs_h, lse, mask=h_valid)
 
 
 def choose_num_splits(

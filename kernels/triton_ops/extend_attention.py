@@ -8,6 +8,8 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.triton_ops.online_softmax import attend_block, finish, load_rows
+
 
 @triton.jit
 def _extend_kernel(
@@ -57,38 +59,22 @@ def _extend_kernel(
     hi = tl.where(
         m_block * BLOCK_M < ext_len, prefix + tl.minimum(ext_len, (m_block + 1) * BLOCK_M), 0
     )
-    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    l_i = tl.zeros([BLOCK_M], tl.float32)
+    top = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    total = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
     offs_n = tl.arange(0, BLOCK_N)
     for start in range(0, hi, BLOCK_N):
         n = start + offs_n
         n_valid = n < hi
         slot = tl.load(kv_indices + kv_start + n, mask=n_valid, other=0).to(tl.int64)
-        k = tl.load(
-            K + slot[:, None] * stride_ks + kv_head * stride_kh + offs_d[None, :],
-            mask=n_valid[:, None],
-            other=0.0,
-        )
-        s = tl.dot(q, tl.trans(k).to(q.dtype)) * scale
-        s = tl.where(n_valid[None, :] & (n[None, :] <= q_pos[:, None]), s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp(m_i - safe)
-        p = tl.exp(s - safe[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(
-            V + slot[:, None] * stride_vs + kv_head * stride_vh + offs_d[None, :],
-            mask=n_valid[:, None],
-            other=0.0,
-        )
-        acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v.to(q.dtype))
-        m_i = m_new
-
-    inv = tl.where(l_i > 0, 1.0 / l_i, 0.0)
+        k = load_rows(K, slot, stride_ks, kv_head * stride_kh, offs_d, n_valid)
+        v = load_rows(V, slot, stride_vs, kv_head * stride_vh, offs_d, n_valid)
+        visible = n_valid[None, :] & (n[None, :] <= q_pos[:, None])
+        top, total, acc = attend_block(q, k, v, visible, scale, top, total, acc)
+    out, _ = finish(top, total, acc)
     tl.store(
         Out + (q_start + offs_m)[:, None] * stride_ot + head * stride_oh + offs_d[None, :],
-        (acc * inv[:, None]).to(Out.dtype.element_ty),
+        out.to(Out.dtype.element_ty),
         mask=m_valid[:, None],
     )
 

@@ -6,6 +6,8 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.triton_ops.online_softmax import finish, merge_partial
+
 
 @triton.jit
 def _merge_state_kernel(
@@ -29,28 +31,23 @@ def _merge_state_kernel(
     h = tl.arange(0, BLOCK_H)
     h_valid = h < num_heads
     d = tl.arange(0, HEAD_DIM)
+    mask = h_valid[:, None]
     sa = tl.load(Sa + n * num_heads + h, mask=h_valid, other=float("-inf"))
     sb = tl.load(Sb + n * num_heads + h, mask=h_valid, other=float("-inf"))
-    top = tl.maximum(sa, sb)
-    top = tl.where(top == float("-inf"), 0.0, top)  # both sides empty: weights 0, not nan
-    wa = tl.exp(sa - top)
-    wb = tl.exp(sb - top)
-    total = wa + wb
-    mask = h_valid[:, None]
     va = tl.load(Va + n * stride_va_n + h[:, None] * stride_va_h + d[None, :], mask=mask, other=0.0)
     vb = tl.load(Vb + n * stride_vb_n + h[:, None] * stride_vb_h + d[None, :], mask=mask, other=0.0)
-    inv = tl.where(total > 0, 1.0 / total, 0.0)
-    out = (va.to(tl.float32) * wa[:, None] + vb.to(tl.float32) * wb[:, None]) * inv[:, None]
+    top = tl.full([BLOCK_H], float("-inf"), tl.float32)
+    total = tl.zeros([BLOCK_H], tl.float32)
+    acc = tl.zeros([BLOCK_H, HEAD_DIM], tl.float32)
+    top, total, acc = merge_partial(top, total, acc, sa, va.to(tl.float32))
+    top, total, acc = merge_partial(top, total, acc, sb, vb.to(tl.float32))
+    out, lse = finish(top, total, acc)
     tl.store(
         Out + n * stride_o_n + h[:, None] * stride_o_h + d[None, :],
         out.to(Out.dtype.element_ty),
         mask=mask,
     )
-    tl.store(
-        SOut + n * num_heads + h,
-        tl.where(total > 0, top + tl.log(total), float("-inf")),
-        mask=h_valid,
-    )
+    tl.store(SOut + n * num_heads + h, lse, mask=h_valid)
 
 
 def merge_state(

@@ -1,0 +1,54 @@
+"""The pieces every attention kernel here shares: reading K/V rows through pool slots, folding a
+block of keys into a running softmax, and merging partial results by their log-sum-exp.
+
+A running result is (top, total, acc): the largest score (or partial lse) seen, the sum of
+exp(score - top), and the exp-weighted sum of values. `finish` turns it into (out, lse); a row
+that saw nothing gets out 0 and lse -inf.
+"""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def load_rows(Buf, slot, stride_slot, head_offset, offs_d, valid):
+    """Rows `slot` of one head of a pool buffer: [len(slot), head_dim], 0 where not `valid`."""
+    return tl.load(
+        Buf + slot[:, None] * stride_slot + head_offset + offs_d[None, :],
+        mask=valid[:, None],
+        other=0.0,
+    )
+
+
+@triton.jit
+def attend_block(q, k, v, visible, scale, top, total, acc):
+    """Folds one block of keys into the running result of each query row.
+
+    q: [M, D]; k, v: [N, D]; visible: [M, N] which keys each query may see.
+    """
+    s = tl.dot(q, tl.trans(k).to(q.dtype)) * scale
+    s = tl.where(visible, s, float("-inf"))
+    new_top = tl.maximum(top, tl.max(s, 1))
+    safe = tl.where(new_top == float("-inf"), 0.0, new_top)  # all masked so far: no nan
+    alpha = tl.exp(top - safe)
+    p = tl.exp(s - safe[:, None])
+    total = total * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v.to(q.dtype))
+    return new_top, total, acc
+
+
+@triton.jit
+def merge_partial(top, total, acc, lse, out):
+    """Folds a finished partial result (out [M, D], lse [M]) into a running one."""
+    new_top = tl.maximum(top, lse)
+    safe = tl.where(new_top == float("-inf"), 0.0, new_top)
+    alpha = tl.exp(top - safe)
+    w = tl.exp(lse - safe)
+    return new_top, total * alpha + w, acc * alpha[:, None] + out * w[:, None]
+
+
+@triton.jit
+def finish(top, total, acc):
+    """(out [M, D], lse [M]) of a running result."""
+    inv = tl.where(total > 0, 1.0 / total, 0.0)
+    return acc * inv[:, None], tl.where(total > 0, top + tl.log(total), float("-inf"))
