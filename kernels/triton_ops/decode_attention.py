@@ -20,7 +20,13 @@ import triton
 import triton.language as tl
 
 from kernels.triton_ops.merge_state import merge_state
-from kernels.triton_ops.online_softmax import attend_block, finish, load_rows, merge_partial
+from kernels.triton_ops.online_softmax import (
+    attend_block,
+    empty_result,
+    finish,
+    load_rows,
+    merge_partial,
+)
 
 # Bytes the stage-1 partial outputs may take; more splits than this allows are not worth it.
 MID_BUFFER_BYTES = 256 << 20
@@ -82,9 +88,7 @@ def _partial_kernel(
     split_len = tl.cdiv(kv_len, num_splits)
     lo = split * split_len
     hi = tl.minimum(lo + split_len, kv_len)
-    top = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    total = tl.zeros([BLOCK_M], tl.float32)
-    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    top, total, acc = empty_result(BLOCK_M, HEAD_DIM)
     offs_n = tl.arange(0, BLOCK_N)
     for start in range(lo, hi, BLOCK_N):
         n = start + offs_n
@@ -129,9 +133,7 @@ def _reduce_kernel(
     offs_h = tl.arange(0, BLOCK_H)
     h_valid = offs_h < num_heads
     offs_d = tl.arange(0, HEAD_DIM)
-    top = tl.full([BLOCK_H], float("-inf"), tl.float32)
-    total = tl.zeros([BLOCK_H], tl.float32)
-    acc = tl.zeros([BLOCK_H, HEAD_DIM], tl.float32)
+    top, total, acc = empty_result(BLOCK_H, HEAD_DIM)
     for s in range(0, num_splits):
         lse_s = tl.load(
             MidLse + j * stride_ml_q + offs_h * stride_ml_h + s, mask=h_valid, other=float("-inf")

@@ -8,7 +8,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.triton_ops.online_softmax import attend_block, finish, load_rows
+from kernels.triton_ops.online_softmax import attend_block, empty_result, finish, load_rows
 
 
 @triton.jit
@@ -59,9 +59,7 @@ def _extend_kernel(
     hi = tl.where(
         m_block * BLOCK_M < ext_len, prefix + tl.minimum(ext_len, (m_block + 1) * BLOCK_M), 0
     )
-    top = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    total = tl.zeros([BLOCK_M], tl.float32)
-    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    top, total, acc = empty_result(BLOCK_M, HEAD_DIM)
     offs_n = tl.arange(0, BLOCK_N)
     for start in range(0, hi, BLOCK_N):
         n = start + offs_n

@@ -6,7 +6,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.triton_ops.online_softmax import finish, merge_partial
+from kernels.triton_ops.online_softmax import empty_result, finish, merge_partial
 
 
 @triton.jit
@@ -36,9 +36,7 @@ def _merge_state_kernel(
     sb = tl.load(Sb + n * num_heads + h, mask=h_valid, other=float("-inf"))
     va = tl.load(Va + n * stride_va_n + h[:, None] * stride_va_h + d[None, :], mask=mask, other=0.0)
     vb = tl.load(Vb + n * stride_vb_n + h[:, None] * stride_vb_h + d[None, :], mask=mask, other=0.0)
-    top = tl.full([BLOCK_H], float("-inf"), tl.float32)
-    total = tl.zeros([BLOCK_H], tl.float32)
-    acc = tl.zeros([BLOCK_H, HEAD_DIM], tl.float32)
+    top, total, acc = empty_result(BLOCK_H, HEAD_DIM)
     top, total, acc = merge_partial(top, total, acc, sa, va.to(tl.float32))
     top, total, acc = merge_partial(top, total, acc, sb, vb.to(tl.float32))
     out, lse = finish(top, total, acc)

@@ -21,6 +21,13 @@ def load_rows(Buf, slot, stride_slot, head_offset, offs_d, valid):
 
 
 @triton.jit
+def empty_result(ROWS: tl.constexpr, HEAD_DIM: tl.constexpr):
+    """A running result that has seen nothing: (top -inf, total 0, acc 0)."""
+    top = tl.full([ROWS], float("-inf"), tl.float32)
+    return top, tl.zeros([ROWS], tl.float32), tl.zeros([ROWS, HEAD_DIM], tl.float32)
+
+
+@triton.jit
 def attend_block(q, k, v, visible, scale, top, total, acc):
     """Folds one block of keys into the running result of each query row.
 
