@@ -36,7 +36,7 @@ import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kernels.attention.kv_indices import ragged_kv_indices  # noqa: E402
+from kernels.attention.kv_indices import host_indptr, ragged_kv_indices  # noqa: E402
 from kernels.triton_ops.decode_attention import (  # noqa: E402
     DecodeItems,
     cascade_decode_attention,
@@ -120,7 +120,7 @@ class Setup:
             b * self.kv_heads, max(self.seq), b, self.heads, self.dim, target
         )
         arange = torch.arange(b + 1, dtype=torch.int32, device=DEV)
-        return DecodeItems(arange, arange[:b], indptr, indices, 1, splits)
+        return DecodeItems(arange, arange[:b], indptr.to(DEV), indices, 1, splits)
 
     def cascade_items(self, target: int, shared: int) -> tuple[DecodeItems, DecodeItems]:
         b = len(self.seq)
@@ -129,7 +129,7 @@ class Setup:
         own_splits = choose_num_splits(
             b * self.kv_heads, max(self.seq) - shared, b, self.heads, self.dim, target
         )
-        own = DecodeItems(arange, arange[:b], indptr, indices, 1, own_splits)
+        own = DecodeItems(arange, arange[:b], indptr.to(DEV), indices, 1, own_splits)
         p_indptr, p_indices = ragged_kv_indices(self.table, self.rows[:1], [0], [shared])
         _, m_blocks = query_blocks(b, self.heads // self.kv_heads)
         splits = choose_num_splits(
@@ -138,7 +138,7 @@ class Setup:
         group = DecodeItems(
             torch.tensor([0, b], dtype=torch.int32, device=DEV),
             torch.arange(b, device=DEV),
-            p_indptr,
+            p_indptr.to(DEV),
             p_indices,
             b,
             splits,
@@ -146,6 +146,7 @@ class Setup:
         return own, group
 
     def flat_indices(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(host indptr, device indices), as FlashInfer's planners take them."""
         b = len(self.seq)
         return ragged_kv_indices(self.table, self.rows, [0] * b, self.seq)
 
@@ -184,7 +185,7 @@ def bench_decode(args, fi) -> None:
                     "NHD",
                     use_tensor_cores=heads // kv_heads >= 4,
                 )
-                ones = torch.ones(b, dtype=torch.int32, device=DEV)
+                ones = torch.ones(b, dtype=torch.int32)
                 w.plan(
                     indptr,
                     indices,
@@ -250,7 +251,7 @@ def bench_cascade(args, fi) -> None:
                 kv = (s.k[:, None], s.v[:, None])
                 types = {"q_data_type": dtype, "kv_data_type": dtype}
                 indptr, indices = s.flat_indices()
-                ones = torch.ones(n, dtype=torch.int32, device=DEV)
+                ones = torch.ones(n, dtype=torch.int32)
                 dw = fi.BatchDecodeWithPagedKVCacheWrapper(
                     ws, "NHD", use_tensor_cores=heads // kv_heads >= 4
                 )
@@ -259,13 +260,10 @@ def bench_cascade(args, fi) -> None:
                 cw = fi.MultiLevelCascadeAttentionWrapper(2, ws, "NHD")
                 l1_indptr, l1_indices = ragged_kv_indices(s.table, s.rows, [p] * n, s.seq)
                 cw.plan(
-                    [
-                        torch.tensor([0, n], dtype=torch.int32, device=DEV),
-                        torch.arange(n + 1, dtype=torch.int32, device=DEV),
-                    ],
-                    [torch.tensor([0, p], dtype=torch.int32, device=DEV), l1_indptr],
+                    [torch.tensor([0, n], dtype=torch.int32), host_indptr([1] * n)],
+                    [torch.tensor([0, p], dtype=torch.int32), l1_indptr],
                     [s.prefix.to(torch.int32), l1_indices],
-                    [torch.ones(1, dtype=torch.int32, device=DEV), ones],
+                    [torch.ones(1, dtype=torch.int32), ones],
                     heads,
                     kv_heads,
                     dim,

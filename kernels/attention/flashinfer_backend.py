@@ -3,23 +3,75 @@
 The pool is FlashInfer's NHD paged layout with one token per page, so a request's page list is
 its KV slot list. Decode batches with shared radix prefixes use the two-level cascade wrapper:
 level 0 attends each group's rows to their shared prefix at once, level 1 each row to the rest.
+
+Every indptr handed to a planner lives on the host: the planners read them there to split the
+work, so a device indptr would cost a device-to-host copy (a sync) per plan.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from kernels.attention.backend import AttentionBackend
-from kernels.attention.kv_indices import ragged_kv_indices
+from kernels.attention.kv_indices import host_indptr, ragged_kv_indices
 
 WORKSPACE_BYTES = 256 << 20
 
 
-def _indptr(sizes: list[int], device) -> torch.Tensor:
-    out = [0]
-    for n in sizes:
-        out.append(out[-1] + n)
-    return torch.tensor(out, dtype=torch.int32, device=device)
+@dataclass
+class PagedLevel:
+    """One planner's input: item i's query rows are `qo_indptr[i]:qo_indptr[i+1]`, its pages
+    (one slot each) `kv_indices[kv_indptr[i]:kv_indptr[i+1]]`."""
+
+    qo_indptr: torch.Tensor  # [items + 1] int32, host
+    kv_indptr: torch.Tensor  # [items + 1] int32, host
+    kv_indices: torch.Tensor  # [pages] int32, on the pool's device
+
+    @property
+    def last_page_len(self) -> torch.Tensor:
+        """Every page holds its one token."""
+        return torch.ones(self.kv_indptr.numel() - 1, dtype=torch.int32)
+
+
+def cascade_levels(
+    table: torch.Tensor,
+    req_pool_indices: torch.Tensor,
+    seq_lens: list[int],
+    prefix_groups: list[tuple[list[int], int]],
+) -> tuple[list[int], list[PagedLevel]]:
+    """(order, [level 0, level 1]) for a decode batch whose `prefix_groups` share prefixes.
+
+    Level 0's items must be contiguous query rows, so the queries are laid out group by group:
+    query j is batch row `order[j]`. A row outside every group takes its first token at level 0
+    (a decode row has at least two: a prompt token and the current one) and the rest at level 1.
+    """
+    grouped = [r for rows, _ in prefix_groups for r in rows]
+    in_group = set(grouped)
+    lone = [r for r in range(len(seq_lens)) if r not in in_group]
+    order = grouped + lone
+    split = [1] * len(seq_lens)
+    for rows, length in prefix_groups:
+        for r in rows:
+            split[r] = length
+    heads = [rows[0] for rows, _ in prefix_groups] + lone
+    dev = req_pool_indices.device
+    head_rows = req_pool_indices[torch.tensor(heads, dtype=torch.int64).to(dev, non_blocking=True)]
+    l0_indptr, l0_indices = ragged_kv_indices(
+        table, head_rows, [0] * len(heads), [split[r] for r in heads]
+    )
+    order_rows = req_pool_indices[torch.tensor(order, dtype=torch.int64).to(dev, non_blocking=True)]
+    l1_indptr, l1_indices = ragged_kv_indices(
+        table, order_rows, [split[r] for r in order], [seq_lens[r] for r in order]
+    )
+    level0 = PagedLevel(
+        host_indptr([len(rows) for rows, _ in prefix_groups] + [1] * len(lone)),
+        l0_indptr,
+        l0_indices,
+    )
+    level1 = PagedLevel(host_indptr([1] * len(order)), l1_indptr, l1_indices)
+    return order, [level0, level1]
 
 
 class FlashInferBackend(AttentionBackend):
@@ -27,8 +79,6 @@ class FlashInferBackend(AttentionBackend):
         import flashinfer  # needs CUDA; never imported on the CPU path
 
         self.device = torch.device(device)
-        if self.device.type != "cuda":
-            raise ValueError("attention_backend: flashinfer needs a CUDA device")
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
         self.scale = head_dim**-0.5
         self.workspace = torch.empty(WORKSPACE_BYTES, dtype=torch.uint8, device=self.device)
@@ -38,69 +88,45 @@ class FlashInferBackend(AttentionBackend):
         )
         self.cascade = flashinfer.MultiLevelCascadeAttentionWrapper(2, self.workspace, "NHD")
 
-    def _shape(self) -> tuple[int, int, int, int]:
-        return self.num_heads, self.num_kv_heads, self.head_dim, 1  # page size 1
+    def _plan_args(self, batch) -> tuple[tuple[int, int, int, int], dict]:
+        dtype = batch.kv_pool.k_buffer[0].dtype
+        shape = (self.num_heads, self.num_kv_heads, self.head_dim, 1)  # page size 1
+        return shape, {"q_data_type": dtype, "kv_data_type": dtype, "sm_scale": self.scale}
 
     def init_forward_metadata(self, batch) -> None:
         table = batch.req_to_token_pool.req_to_token
-        dtype = batch.kv_pool.k_buffer[0].dtype
         seq_lens = batch.seq_lens_cpu
-        dev = table.device
-        ones = torch.ones(len(seq_lens), dtype=torch.int32, device=dev)
-        types = {"q_data_type": dtype, "kv_data_type": dtype, "sm_scale": self.scale}
-        if not batch.is_decode:
+        shape, types = self._plan_args(batch)
+        if not batch.is_decode or not batch.prefix_groups:
             kv_indptr, kv_indices = ragged_kv_indices(
                 table, batch.req_pool_indices, [0] * len(seq_lens), seq_lens
             )
-            qo_indptr = _indptr(batch.extend_lens_cpu, dev)
-            self.prefill.plan(
-                qo_indptr, kv_indptr, kv_indices, ones, *self._shape(), causal=True, **types
-            )
-            batch.attn_metadata = ("prefill", None)
+            ones = torch.ones(len(seq_lens), dtype=torch.int32)
+            if batch.is_decode:
+                self.decode.plan(kv_indptr, kv_indices, ones, *shape, **types)
+                batch.attn_metadata = ("decode", None)
+            else:
+                qo_indptr = host_indptr(batch.extend_lens_cpu)
+                self.prefill.plan(
+                    qo_indptr, kv_indptr, kv_indices, ones, *shape, causal=True, **types
+                )
+                batch.attn_metadata = ("prefill", None)
             return
-        if not batch.prefix_groups:
-            kv_indptr, kv_indices = ragged_kv_indices(
-                table, batch.req_pool_indices, [0] * len(seq_lens), seq_lens
-            )
-            self.decode.plan(kv_indptr, kv_indices, ones, *self._shape(), **types)
-            batch.attn_metadata = ("decode", None)
-            return
-        # Cascade: level 0's items must be contiguous query rows, so rows are laid out group by
-        # group. A row outside every group takes its first token at level 0 (a decode row has
-        # at least two: a prompt token and the current one) and the rest at level 1.
-        grouped = {r for rows, _ in batch.prefix_groups for r in rows}
-        order = [r for rows, _ in batch.prefix_groups for r in rows]
-        order += [r for r in range(len(seq_lens)) if r not in grouped]
-        level0_sizes = [len(rows) for rows, _ in batch.prefix_groups]
-        level0_sizes += [1] * (len(order) - len(grouped))
-        split = [1] * len(seq_lens)
-        for rows, length in batch.prefix_groups:
-            for r in rows:
-                split[r] = length
-        order_t = torch.tensor(order, dtype=torch.int64, device=dev)
-        pool_rows = batch.req_pool_indices[order_t]
-        heads = [rows[0] for rows, _ in batch.prefix_groups] + order[len(grouped) :]
-        l0_indptr, l0_indices = ragged_kv_indices(
-            table,
-            batch.req_pool_indices[torch.tensor(heads, dtype=torch.int64, device=dev)],
-            [0] * len(heads),
-            [length for _, length in batch.prefix_groups] + [1] * (len(order) - len(grouped)),
-        )
-        l1_indptr, l1_indices = ragged_kv_indices(
-            table, pool_rows, [split[r] for r in order], [seq_lens[r] for r in order]
-        )
+        order, levels = cascade_levels(table, batch.req_pool_indices, seq_lens, batch.prefix_groups)
         self.cascade.plan(
-            [_indptr(level0_sizes, dev), _indptr([1] * len(order), dev)],
-            [l0_indptr, l1_indptr],
-            [l0_indices, l1_indices],
-            [torch.ones(len(heads), dtype=torch.int32, device=dev), ones],
-            *self._shape(),
+            [lv.qo_indptr for lv in levels],
+            [lv.kv_indptr for lv in levels],
+            [lv.kv_indices for lv in levels],
+            [lv.last_page_len for lv in levels],
+            *shape,
             causal=False,
             **types,
         )
-        identity = order == list(range(len(order)))
-        inverse = None if identity else torch.argsort(order_t)
-        batch.attn_metadata = ("cascade", (None if identity else order_t, inverse))
+        perm = None
+        if order != list(range(len(order))):
+            order_t = torch.tensor(order, dtype=torch.int64).to(self.device, non_blocking=True)
+            perm = (order_t, torch.argsort(order_t))
+        batch.attn_metadata = ("cascade", perm)
 
     def _kv(self, batch, layer) -> tuple[torch.Tensor, torch.Tensor]:
         pool = batch.kv_pool
@@ -117,7 +143,7 @@ class FlashInferBackend(AttentionBackend):
         kind, perm = batch.attn_metadata
         if kind == "decode":
             return self.decode.run(q.contiguous(), self._kv(batch, layer))
+        if perm is None:
+            return self.cascade.run(q.contiguous(), self._kv(batch, layer))
         order, inverse = perm
-        qq = q if order is None else q[order]
-        out = self.cascade.run(qq.contiguous(), self._kv(batch, layer))
-        return out if inverse is None else out[inverse]
+        return self.cascade.run(q[order].contiguous(), self._kv(batch, layer))[inverse]

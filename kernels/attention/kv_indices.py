@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 
 import torch
+
+
+def host_indptr(lengths: Sequence[int]) -> torch.Tensor:
+    """Offsets `[len(lengths) + 1]` (int32, on the CPU) of items of these lengths."""
+    return torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int32)
 
 
 def ragged_kv_indices(
@@ -12,21 +18,23 @@ def ragged_kv_indices(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Item i's slots are `table[table_rows[i], starts[i]:ends[i]]`.
 
-    Returns (indptr [n + 1], indices [sum of lengths]), int32, on the table's device. The lengths
-    come from the host, so the output size is known and nothing waits on the device.
+    Returns (indptr [n + 1] int32 on the CPU, indices [sum of lengths] int32 on the table's
+    device). The lengths come from the host, so the output size is known and nothing waits on
+    the device. The indptr stays on the host: FlashInfer's planners read it there (a device one
+    would be copied back, a sync), and the Triton backend sends it over without waiting.
     """
     device = table.device
     lens = [e - s for s, e in zip(starts, ends)]
-    indptr_host = [0, *itertools.accumulate(lens)]
-    total = indptr_host[-1]
-    indptr = torch.tensor(indptr_host, dtype=torch.int32, device=device)
+    indptr = host_indptr(lens)
+    total = int(indptr[-1])
     if total == 0:
         return indptr, torch.empty(0, dtype=torch.int32, device=device)
+    # One copy to the device: each item's length and its column offset.
+    host = torch.tensor([lens, starts], dtype=torch.int64)
+    host[1] -= indptr[:-1]
+    lens_d, offset = host.to(device, non_blocking=True)
     item = torch.repeat_interleave(
-        torch.arange(len(lens), device=device),
-        torch.tensor(lens, device=device),
-        output_size=total,
+        torch.arange(len(lens), device=device), lens_d, output_size=total
     )
-    offset = torch.tensor(starts, dtype=torch.int64, device=device) - indptr[:-1].long()
     cols = torch.arange(total, device=device) + offset[item]
     return indptr, table[table_rows.long()[item], cols].to(torch.int32)

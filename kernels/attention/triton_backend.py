@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from kernels.attention.backend import AttentionBackend
-from kernels.attention.kv_indices import ragged_kv_indices
+from kernels.attention.kv_indices import host_indptr, ragged_kv_indices
 from kernels.triton_ops.decode_attention import (
     DecodeItems,
     cascade_decode_attention,
@@ -54,21 +54,22 @@ class TritonBackend(AttentionBackend):
                 table, batch.req_pool_indices, [0] * len(seq_lens), seq_lens
             )
             ext = batch.extend_lens_cpu
-            qo = [0]
-            for n in ext:
-                qo.append(qo[-1] + n)
-            dev = table.device
+            prefix = torch.tensor(batch.prefix_lens_cpu, dtype=torch.int32)
             batch.attn_metadata = _ExtendMeta(
-                torch.tensor(qo, dtype=torch.int32, device=dev),
-                kv_indptr,
+                self._to_device(host_indptr(ext)),
+                self._to_device(kv_indptr),
                 kv_indices,
-                torch.tensor(batch.prefix_lens_cpu, dtype=torch.int32, device=dev),
+                self._to_device(prefix),
                 max(ext),
             )
             return
         batch.attn_metadata = self.decode_metadata(
             table, batch.req_pool_indices, seq_lens, batch.prefix_groups
         )
+
+    def _to_device(self, host: torch.Tensor) -> torch.Tensor:
+        """Host metadata to the device without waiting for the work already queued there."""
+        return host.to(self.device, non_blocking=True)
 
     def decode_metadata(self, table, req_pool_indices, seq_lens, prefix_groups) -> _DecodeMeta:
         dev = table.device
@@ -84,19 +85,16 @@ class TritonBackend(AttentionBackend):
             b, self.num_heads, self.head_dim, self.target_programs,
         )  # fmt: skip
         own = DecodeItems(
-            torch.arange(b + 1, dtype=torch.int32, device=dev), rows_t, kv_indptr, kv_indices,
-            1, own_splits,
+            torch.arange(b + 1, dtype=torch.int32, device=dev), rows_t,
+            self._to_device(kv_indptr), kv_indices, 1, own_splits,
         )  # fmt: skip
         if not prefix_groups:
             return _DecodeMeta(own, None)
-        first_rows = torch.tensor([rows[0] for rows, _ in prefix_groups], device=dev)
+        first_rows = self._to_device(torch.tensor([rows[0] for rows, _ in prefix_groups]))
         lengths = [length for _, length in prefix_groups]
         p_indptr, p_indices = ragged_kv_indices(
             table, req_pool_indices[first_rows], [0] * len(lengths), lengths
         )
-        q_indptr = [0]
-        for rows, _ in prefix_groups:
-            q_indptr.append(q_indptr[-1] + len(rows))
         q_rows = [r for rows, _ in prefix_groups for r in rows]
         largest = max(len(rows) for rows, _ in prefix_groups)
         _, m_blocks = query_blocks(largest, self.num_heads // self.num_kv_heads)
@@ -105,9 +103,9 @@ class TritonBackend(AttentionBackend):
             len(q_rows), self.num_heads, self.head_dim, self.target_programs,
         )  # fmt: skip
         shared = DecodeItems(
-            torch.tensor(q_indptr, dtype=torch.int32, device=dev),
-            torch.tensor(q_rows, dtype=torch.int64, device=dev),
-            p_indptr, p_indices, largest, shared_splits,
+            self._to_device(host_indptr([len(rows) for rows, _ in prefix_groups])),
+            self._to_device(torch.tensor(q_rows, dtype=torch.int64)),
+            self._to_device(p_indptr), p_indices, largest, shared_splits,
         )  # fmt: skip
         return _DecodeMeta(own, shared)
 
@@ -142,7 +140,7 @@ class TritonBackend(AttentionBackend):
             [0] * len(seq_lens),
             seq_lens,
         )
-        self.graph_kv_indptr[: len(seq_lens) + 1].copy_(indptr)
+        self.graph_kv_indptr[: len(seq_lens) + 1].copy_(indptr, non_blocking=True)
         self.graph_kv_indices[: indices.numel()].copy_(indices)
 
     def forward_decode(self, q, k, v, layer, batch) -> torch.Tensor:

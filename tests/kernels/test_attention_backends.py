@@ -1,7 +1,11 @@
-"""Every attention backend that runs here against dense causal attention over the whole
-sequence, through the forward batch the scheduler builds (Triton in its interpreter on the CPU)."""
+"""Every attention backend against dense causal attention over the whole sequence, through the
+forward batch the scheduler builds. On the CPU, Triton runs in its interpreter and FlashInfer's
+wrappers are stood in for by `fake_flashinfer`, so the FlashInfer backend's planning is checked
+here too; on CUDA the real FlashInfer runs (skipped where it is not installed)."""
 
 from __future__ import annotations
+
+import sys
 
 import pytest
 import torch
@@ -11,16 +15,26 @@ from kernels.attention.backend import create_backend
 from runtime.forward_batch import ForwardBatch, ForwardMode
 from runtime.layers.attention import PagedAttention
 from runtime.memory_pool import KVPool, ReqToTokenPool
+from tests.kernels import fake_flashinfer
 
 H, HKV, D = 4, 2, 16
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
 TOL = 2e-2 if CUDA else 1e-5  # float32 matmuls on CUDA may run in TF32
-BACKENDS = ["torch_native", "triton"] + (["flashinfer"] if CUDA else [])
+BACKENDS = ["torch_native", "triton", "flashinfer"]
 
 
-def make_backend(name):
-    return create_backend(name, num_heads=H, num_kv_heads=HKV, head_dim=D, device=DEVICE)
+@pytest.fixture
+def make_backend(monkeypatch):
+    def make(name):
+        if name == "flashinfer":
+            if CUDA:
+                pytest.importorskip("flashinfer")
+            else:
+                monkeypatch.setitem(sys.modules, "flashinfer", fake_flashinfer.module())
+        return create_backend(name, num_heads=H, num_kv_heads=HKV, head_dim=D, device=DEVICE)
+
+    return make
 
 
 def dense(q, k, v):
@@ -59,7 +73,7 @@ def make_batch(mode, pools, reqs, chunks, slot_of):
 
 
 @pytest.mark.parametrize("backend_name", BACKENDS)
-def test_extend_with_prefix_then_decode_matches_dense(backend_name):
+def test_extend_with_prefix_then_decode_matches_dense(backend_name, make_backend):
     torch.manual_seed(0)
     lens = [7, 12, 3]
     qs = [torch.randn(n + 1, H, D, device=DEVICE) for n in lens]  # +1: one decode step each
@@ -91,19 +105,35 @@ def test_extend_with_prefix_then_decode_matches_dense(backend_name):
         a, b = a + h, b + n - h
 
 
+# Per row: which prefix its KV starts with ("deep": root + branch, "root", None: its own); and
+# the scheduler's groups. The second layout interleaves groups with lone rows, so backends that
+# lay queries out group by group must reorder them and back.
+LAYOUTS = {
+    "groups-in-order": (
+        ["deep", "deep", "deep", "root", "root", "root"],
+        [([0, 1, 2], 25), ([3, 4, 5], 20)],
+    ),
+    "interleaved-with-lone-rows": (
+        ["root", "deep", None, "root", "deep", None],
+        [([1, 4], 25), ([0, 3], 20)],
+    ),
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("backend_name", BACKENDS)
-def test_decode_with_shared_prefixes_matches_dense(backend_name):
+def test_decode_with_shared_prefixes_matches_dense(backend_name, layout, make_backend):
     """Rows under a shared prefix (the scheduler's prefix groups) attend to it together."""
     torch.manual_seed(1)
-    p1, p2 = 20, 25  # a shared root, then a deeper branch
+    kinds, groups = LAYOUTS[layout]
     r2t, kv = ReqToTokenPool(6, 64, DEVICE), KVPool(256, 1, HKV, D, torch.float32, DEVICE)
     backend, layer = make_backend(backend_name), PagedAttention(0, H, HKV, D)
-    root = kv.alloc(p1)
-    branch = kv.alloc(p2 - p1)
+    root = kv.alloc(20)
+    prefixes = {"root": root, "deep": torch.cat([root, kv.alloc(5)])}
     own_lens = [3, 5, 1, 7, 2, 4]
     rows = []
-    for i, n in enumerate(own_lens):
-        prefix = torch.cat([root, branch]) if i < 3 else root  # rows 0-2 share p2, 3-5 share p1
+    for kind, n in zip(kinds, own_lens):
+        prefix = prefixes[kind] if kind else kv.alloc(9)
         rows.append(torch.cat([prefix, kv.alloc(n)]))
     for i, slots in enumerate(rows):
         r2t.req_to_token[i, : len(slots)] = slots.to(DEVICE)
@@ -122,7 +152,7 @@ def test_decode_with_shared_prefixes_matches_dense(backend_name):
         req_to_token_pool=r2t,
         kv_pool=kv,
         seq_lens_cpu=seq,
-        prefix_groups=[([0, 1, 2], p2), ([3, 4, 5], p1)],
+        prefix_groups=groups,
     )
     backend.init_forward_metadata(fb)
     out = backend.forward(q, k, v, layer, fb)
@@ -132,4 +162,4 @@ def test_decode_with_shared_prefixes_matches_dense(backend_name):
         ref = F.scaled_dot_product_attention(
             q[i][:, None], keys.transpose(0, 1), vals.transpose(0, 1), scale=layer.scaling
         )
-        assert torch.allclose(out[i], ref[:, 0], atol=TOL)
+        assert torch.allclose(out[i], ref[:, 0], atol=TOL), i
