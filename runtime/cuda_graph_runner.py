@@ -2,8 +2,9 @@
 one launch instead of a few hundred small ones.
 
 A batch is padded up to the next captured size. Padding rows read one key and write the pool's
-scratch slot 0, so they disturb nothing. Batches with cascade groups run eagerly: their launch
-shapes change with the groups.
+scratch slot 0, so they disturb nothing. Each size has two graphs: plain decode, and cascade
+decode for batches with shared-prefix groups (the backend lays the shared pass out in a shape
+that depends on the batch size alone).
 """
 
 from __future__ import annotations
@@ -60,11 +61,12 @@ class CudaGraphRunner:
         self.req_pool_indices = torch.zeros(n, dtype=torch.int64, device=dev)
         self.seq_lens = torch.ones(n, dtype=torch.int64, device=dev)
         self.backend.init_cuda_graph_state(n, runner.max_total_tokens + n)
-        self.graphs: dict[int, _CapturedGraph] = {}
+        self.graphs: dict[tuple[int, bool], _CapturedGraph] = {}
         t0 = time.perf_counter()
         self.pool = torch.cuda.graph_pool_handle() if graph_type is _CapturedGraph else None
         for bs in reversed(self.sizes):  # largest first: smaller graphs reuse its memory
-            self._capture(bs)
+            for cascade in (True, False):
+                self._capture(bs, cascade)
         logger.info(
             "captured decode CUDA graphs for batch sizes %s in %.1fs",
             self.sizes,
@@ -85,27 +87,32 @@ class CudaGraphRunner:
         )
 
     @torch.inference_mode()
-    def _capture(self, bs: int) -> None:
+    def _capture(self, bs: int, cascade: bool) -> None:
         model = self.runner.model
         batch = self._batch(bs, [1] * bs)
-        self.backend.fill_cuda_graph_metadata(batch)
-        batch.attn_metadata = self.backend.cuda_graph_metadata(bs)
+        self.backend.fill_cuda_graph_metadata(batch, cascade)
+        batch.attn_metadata = self.backend.cuda_graph_metadata(bs, cascade)
 
         def run() -> torch.Tensor:
             return model.compute_logits(model(batch))
 
-        self.graphs[bs] = self.graph_type(run, self.pool)
+        self.graphs[bs, cascade] = self.graph_type(run, self.pool)
+
+    def _padded_size(self, raw: int) -> int:
+        return self.sizes[bisect.bisect_left(self.sizes, raw)]
 
     def can_run(self, batch: ForwardBatch) -> bool:
-        return (
-            batch.is_decode and len(batch.seq_lens_cpu) <= self.max_bs and not batch.prefix_groups
-        )
+        raw = len(batch.seq_lens_cpu)
+        if not batch.is_decode or raw > self.max_bs:
+            return False
+        padding = [1] * (self._padded_size(raw) - raw)
+        return self.backend.cuda_graph_fits(batch.seq_lens_cpu + padding, batch.prefix_groups)
 
     @torch.inference_mode()
     def replay(self, batch: ForwardBatch) -> torch.Tensor:
         """Logits `[batch, vocab]` of a decode batch, computed by the graph of its padded size."""
         raw = len(batch.seq_lens_cpu)
-        bs = self.sizes[bisect.bisect_left(self.sizes, raw)]
+        bs = self._padded_size(raw)
         self.input_ids[:raw].copy_(batch.input_ids)
         self.positions[:raw].copy_(batch.positions)
         self.out_cache_loc[:raw].copy_(batch.out_cache_loc)
@@ -118,7 +125,9 @@ class CudaGraphRunner:
             self.req_pool_indices[raw:bs].zero_()
             self.seq_lens[raw:bs].fill_(1)
         padded = self._batch(bs, batch.seq_lens_cpu + [1] * (bs - raw))
-        self.backend.fill_cuda_graph_metadata(padded)
-        graph = self.graphs[bs]
+        padded.prefix_groups = batch.prefix_groups
+        cascade = bool(batch.prefix_groups)
+        self.backend.fill_cuda_graph_metadata(padded, cascade)
+        graph = self.graphs[bs, cascade]
         graph.replay()
         return graph.output[:raw]

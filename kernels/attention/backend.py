@@ -27,17 +27,21 @@ class AttentionBackend:
         raise NotImplementedError
 
     # CUDA graphs: a backend that supports them keeps its decode metadata in fixed buffers,
-    # which replays refill in place.
+    # which replays refill in place. A cascade graph also runs the shared-prefix pass.
     supports_cuda_graph = False
 
     def init_cuda_graph_state(self, max_bs: int, max_kv_tokens: int) -> None:
         raise NotImplementedError
 
-    def cuda_graph_metadata(self, bs: int) -> object:
+    def cuda_graph_metadata(self, bs: int, cascade: bool) -> object:
         """The decode metadata a graph of `bs` rows is captured with (views of the buffers)."""
         raise NotImplementedError
 
-    def fill_cuda_graph_metadata(self, batch: ForwardBatch) -> None:
+    def cuda_graph_fits(self, seq_lens: list[int], prefix_groups) -> bool:
+        """Whether a (padded) decode step's metadata fits the buffers; else it runs eagerly."""
+        raise NotImplementedError
+
+    def fill_cuda_graph_metadata(self, batch: ForwardBatch, cascade: bool) -> None:
         """Writes a (padded) decode batch's metadata into the buffers before a replay."""
         raise NotImplementedError
 

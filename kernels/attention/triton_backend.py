@@ -1,15 +1,18 @@
 """Attention through the Triton kernels: the CUDA default, and testable on the CPU under
-`TRITON_INTERPRET=1`. Decode is cascade attention over the batch's shared radix prefixes."""
+`TRITON_INTERPRET=1`. Decode is cascade attention over the batch's shared radix prefixes, in
+CUDA graphs too: the shared pass is laid out in items of bounded size, padded to the batch size,
+so one graph per batch size serves every grouping."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from kernels.attention.backend import AttentionBackend
 from kernels.attention.kv_indices import host_indptr, ragged_kv_indices
 from kernels.triton_ops.decode_attention import (
+    MAX_BLOCK_M,
     DecodeItems,
     cascade_decode_attention,
     choose_num_splits,
@@ -30,7 +33,48 @@ class _ExtendMeta:
 @dataclass
 class _DecodeMeta:
     own: DecodeItems  # one item per request: its slots past its shared prefix
-    shared: DecodeItems | None  # one item per prefix group: the shared slots
+    shared: DecodeItems | None  # the shared pass: rows of a prefix group read its slots together
+
+
+@dataclass
+class SharedItems:
+    """The shared pass on the host: item i has `q_counts[i]` rows (taken in order from
+    `q_rows`) and reads the first `kv_lens[i]` slots of batch row `head_rows[i]`."""
+
+    q_counts: list[int] = field(default_factory=list)
+    q_rows: list[int] = field(default_factory=list)
+    head_rows: list[int] = field(default_factory=list)
+    kv_lens: list[int] = field(default_factory=list)
+
+    def add(self, rows: list[int], head_row: int, kv_len: int) -> None:
+        self.q_counts.append(len(rows))
+        self.q_rows += rows
+        self.head_rows.append(head_row)
+        self.kv_lens.append(kv_len)
+
+
+def shared_prefix_items(
+    prefix_groups: list[tuple[list[int], int]], batch_size: int, rows_per_item: int, pad: bool
+) -> SharedItems:
+    """Each group's rows in items of at most `rows_per_item`: a program holds that many rows'
+    query heads and reads the prefix once for them, so a bigger group reads it once per item.
+
+    With `pad`, each row outside every group gets an item with no keys (its partial result is
+    empty) and items with no rows fill up to `batch_size`: the launch shape then depends on the
+    batch size alone, as a CUDA graph needs. Groups never make more items than rows.
+    """
+    items = SharedItems()
+    for rows, length in prefix_groups:
+        for i in range(0, len(rows), rows_per_item):
+            items.add(rows[i : i + rows_per_item], rows[0], length)
+    if pad:
+        grouped = set(items.q_rows)
+        for r in range(batch_size):
+            if r not in grouped:
+                items.add([r], r, 0)
+        for _ in range(batch_size - len(items.q_counts)):
+            items.add([], 0, 0)
+    return items
 
 
 def target_programs(device: torch.device) -> int:
@@ -40,11 +84,24 @@ def target_programs(device: torch.device) -> int:
     return 1  # the interpreter: one split (the kernel tests cover more)
 
 
+def _shared_lens(seq_lens: list[int], prefix_groups) -> list[int]:
+    shared = [0] * len(seq_lens)
+    for rows, length in prefix_groups:
+        for r in rows:
+            shared[r] = length
+    return shared
+
+
 class TritonBackend(AttentionBackend):
     def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int, device) -> None:
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
         self.device = torch.device(device)
         self.target_programs = target_programs(self.device)
+        self.rows_per_item = max(1, MAX_BLOCK_M // (num_heads // num_kv_heads))
+
+    def _to_device(self, host: torch.Tensor) -> torch.Tensor:
+        """Host metadata to the device without waiting for the work already queued there."""
+        return host.to(self.device, non_blocking=True)
 
     def init_forward_metadata(self, batch) -> None:
         table = batch.req_to_token_pool.req_to_token
@@ -67,81 +124,103 @@ class TritonBackend(AttentionBackend):
             table, batch.req_pool_indices, seq_lens, batch.prefix_groups
         )
 
-    def _to_device(self, host: torch.Tensor) -> torch.Tensor:
-        """Host metadata to the device without waiting for the work already queued there."""
-        return host.to(self.device, non_blocking=True)
-
     def decode_metadata(self, table, req_pool_indices, seq_lens, prefix_groups) -> _DecodeMeta:
-        dev = table.device
         b = len(seq_lens)
-        shared_len = [0] * b
-        for rows, length in prefix_groups:
-            for r in rows:
-                shared_len[r] = length
+        shared_len = _shared_lens(seq_lens, prefix_groups)
         kv_indptr, kv_indices = ragged_kv_indices(table, req_pool_indices, shared_len, seq_lens)
-        rows_t = torch.arange(b, dtype=torch.int32, device=dev)
+        rows = torch.arange(b + 1, dtype=torch.int32, device=self.device)
         own_splits = choose_num_splits(
             b * self.num_kv_heads, max(n - s for n, s in zip(seq_lens, shared_len)),
             b, self.num_heads, self.head_dim, self.target_programs,
         )  # fmt: skip
-        own = DecodeItems(
-            torch.arange(b + 1, dtype=torch.int32, device=dev), rows_t,
-            self._to_device(kv_indptr), kv_indices, 1, own_splits,
-        )  # fmt: skip
+        own = DecodeItems(rows, rows[:b], self._to_device(kv_indptr), kv_indices, 1, own_splits)
         if not prefix_groups:
             return _DecodeMeta(own, None)
-        first_rows = self._to_device(torch.tensor([rows[0] for rows, _ in prefix_groups]))
-        lengths = [length for _, length in prefix_groups]
-        p_indptr, p_indices = ragged_kv_indices(
-            table, req_pool_indices[first_rows], [0] * len(lengths), lengths
-        )
-        q_rows = [r for rows, _ in prefix_groups for r in rows]
-        largest = max(len(rows) for rows, _ in prefix_groups)
-        _, m_blocks = query_blocks(largest, self.num_heads // self.num_kv_heads)
-        shared_splits = choose_num_splits(
-            len(prefix_groups) * self.num_kv_heads * m_blocks, max(lengths),
-            len(q_rows), self.num_heads, self.head_dim, self.target_programs,
+        items = shared_prefix_items(prefix_groups, b, self.rows_per_item, pad=False)
+        max_q = max(items.q_counts)
+        _, m_blocks = query_blocks(max_q, self.num_heads // self.num_kv_heads)
+        splits = choose_num_splits(
+            len(items.q_counts) * self.num_kv_heads * m_blocks, max(items.kv_lens),
+            len(items.q_rows), self.num_heads, self.head_dim, self.target_programs,
         )  # fmt: skip
-        shared = DecodeItems(
-            self._to_device(host_indptr([len(rows) for rows, _ in prefix_groups])),
-            self._to_device(torch.tensor(q_rows, dtype=torch.int64)),
-            self._to_device(p_indptr), p_indices, largest, shared_splits,
-        )  # fmt: skip
-        return _DecodeMeta(own, shared)
+        return _DecodeMeta(own, self._shared_items(table, req_pool_indices, items, max_q, splits))
 
-    # ---- CUDA graphs (decode without cascade groups) ----
+    def _shared_items(self, table, req_pool_indices, items: SharedItems, max_q, splits):
+        heads = self._to_device(torch.tensor(items.head_rows, dtype=torch.int64))
+        p_indptr, p_indices = ragged_kv_indices(
+            table, req_pool_indices[heads], [0] * len(items.kv_lens), items.kv_lens
+        )
+        return DecodeItems(
+            self._to_device(host_indptr(items.q_counts)),
+            self._to_device(torch.tensor(items.q_rows, dtype=torch.int64)),
+            self._to_device(p_indptr), p_indices, max_q, splits,
+        )  # fmt: skip
+
+    # ---- CUDA graphs ----
 
     supports_cuda_graph = True
 
     def init_cuda_graph_state(self, max_bs: int, max_kv_tokens: int) -> None:
         dev = self.device
+        self.graph_kv_capacity = max_kv_tokens
         self.graph_rows = torch.arange(max_bs + 1, dtype=torch.int32, device=dev)
         self.graph_kv_indptr = torch.zeros(max_bs + 1, dtype=torch.int32, device=dev)
         self.graph_kv_indices = torch.zeros(max_kv_tokens, dtype=torch.int32, device=dev)
+        self.graph_shared_q_indptr = torch.zeros(max_bs + 1, dtype=torch.int32, device=dev)
+        self.graph_shared_q_rows = torch.zeros(max_bs, dtype=torch.int64, device=dev)
+        self.graph_shared_kv_indptr = torch.zeros(max_bs + 1, dtype=torch.int32, device=dev)
+        self.graph_shared_kv_indices = torch.zeros(max_kv_tokens, dtype=torch.int32, device=dev)
 
-    def cuda_graph_metadata(self, bs: int) -> _DecodeMeta:
-        # The split count is fixed at capture; each item divides its own length by it.
-        splits = max(1, min(16, -(-self.target_programs // (bs * self.num_kv_heads))))
+    def cuda_graph_metadata(self, bs: int, cascade: bool) -> _DecodeMeta:
+        # Split counts are fixed at capture; each item divides its own keys by them. The shared
+        # pass has few items with long prefixes, so it gets the splits to fill the device.
+        kv_heads = self.num_kv_heads
+        splits = max(1, min(16, -(-self.target_programs // (bs * kv_heads))))
         own = DecodeItems(
-            self.graph_rows[: bs + 1],
-            self.graph_rows[:bs],
-            self.graph_kv_indptr[: bs + 1],
-            self.graph_kv_indices,
-            1,
-            splits,
-        )
-        return _DecodeMeta(own, None)
+            self.graph_rows[: bs + 1], self.graph_rows[:bs],
+            self.graph_kv_indptr[: bs + 1], self.graph_kv_indices, 1, splits,
+        )  # fmt: skip
+        if not cascade:
+            return _DecodeMeta(own, None)
+        shared = DecodeItems(
+            self.graph_shared_q_indptr[: bs + 1], self.graph_shared_q_rows[:bs],
+            self.graph_shared_kv_indptr[: bs + 1], self.graph_shared_kv_indices,
+            self.rows_per_item, max(1, min(32, -(-self.target_programs // kv_heads))),
+        )  # fmt: skip
+        return _DecodeMeta(own, shared)
 
-    def fill_cuda_graph_metadata(self, batch) -> None:
+    def cuda_graph_fits(self, seq_lens: list[int], prefix_groups) -> bool:
+        """Whether a step's slot lists fit the graph buffers (host arithmetic only). Requests that
+        share a prefix too short to group each list its slots, so the lists can outgrow the pool."""
+        shared_len = _shared_lens(seq_lens, prefix_groups)
+        own = sum(seq_lens) - sum(shared_len)
+        per_item = self.rows_per_item
+        shared = sum(-(-len(rows) // per_item) * length for rows, length in prefix_groups)
+        return max(own, shared) <= self.graph_kv_capacity
+
+    def fill_cuda_graph_metadata(self, batch, cascade: bool) -> None:
         seq_lens = batch.seq_lens_cpu
+        table = batch.req_to_token_pool.req_to_token
+        groups = batch.prefix_groups if cascade else []
         indptr, indices = ragged_kv_indices(
-            batch.req_to_token_pool.req_to_token,
-            batch.req_pool_indices,
-            [0] * len(seq_lens),
-            seq_lens,
+            table, batch.req_pool_indices, _shared_lens(seq_lens, groups), seq_lens
         )
         self.graph_kv_indptr[: len(seq_lens) + 1].copy_(indptr, non_blocking=True)
         self.graph_kv_indices[: indices.numel()].copy_(indices)
+        if not cascade:
+            return
+        bs = len(seq_lens)
+        items = shared_prefix_items(groups, bs, self.rows_per_item, pad=True)
+        heads = self._to_device(torch.tensor(items.head_rows, dtype=torch.int64))
+        p_indptr, p_indices = ragged_kv_indices(
+            table, batch.req_pool_indices[heads], [0] * bs, items.kv_lens
+        )
+        self.graph_shared_q_indptr[: bs + 1].copy_(host_indptr(items.q_counts), non_blocking=True)
+        self.graph_shared_q_rows[:bs].copy_(
+            torch.tensor(items.q_rows, dtype=torch.int64), non_blocking=True
+        )
+        self.graph_shared_kv_indptr[: bs + 1].copy_(p_indptr, non_blocking=True)
+        self.graph_shared_kv_indices[: p_indices.numel()].copy_(p_indices)
 
     def forward_decode(self, q, k, v, layer, batch) -> torch.Tensor:
         pool = batch.kv_pool

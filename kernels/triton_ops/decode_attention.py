@@ -30,6 +30,8 @@ from kernels.triton_ops.online_softmax import (
 
 # Bytes the stage-1 partial outputs may take; more splits than this allows are not worth it.
 MID_BUFFER_BYTES = 256 << 20
+# Query rows x heads of one program; a block reads its keys once for all of them.
+MAX_BLOCK_M = 64
 
 
 @triton.jit
@@ -174,7 +176,7 @@ def choose_num_splits(
 def query_blocks(max_q_per_item: int, group: int) -> tuple[int, int]:
     """(BLOCK_M, number of query blocks) for items of up to `max_q_per_item` rows."""
     queries = max_q_per_item * group
-    block_m = min(64, max(16, triton.next_power_of_2(queries)))
+    block_m = min(MAX_BLOCK_M, max(16, triton.next_power_of_2(queries)))
     return block_m, triton.cdiv(queries, block_m)
 
 
