@@ -10,7 +10,8 @@ Three tables, each measured in one run on one device:
             request reads the prefix) against cascade decode (each group reads it once), ours
             and FlashInfer's (MultiLevelCascadeAttentionWrapper).
   model     whole-model greedy decode throughput of the Engine (default model) per batch size,
-            Triton with and without CUDA graphs, and FlashInfer.
+            Triton with and without CUDA graphs, and FlashInfer; once with nothing shared, once
+            with every prompt opening with one cached prefix (cascade decode).
 
 Run it on a GPU machine:
     python benchmarks/bench_attention_gpu.py
@@ -278,9 +279,12 @@ def bench_cascade(args, fi) -> None:
             )
 
 
-def decode_seconds(eng, prompts: list[list[int]], new_tokens: int) -> float:
-    """Wall time of one greedy batch from an empty cache."""
+def decode_seconds(eng, prompts: list[list[int]], new_tokens: int, prefix: list[int]) -> float:
+    """Wall time of one greedy batch from an empty cache, in which `prefix` (if any) was cached
+    first, so that every request finds it there and decodes under one shared radix prefix."""
     eng.flush_cache()
+    if prefix:
+        eng.generate(input_ids=prefix, sampling_params={"max_new_tokens": 0})
     t0 = time.perf_counter()
     params = {"max_new_tokens": new_tokens, "temperature": 0, "ignore_eos": True}
     eng.generate(input_ids=prompts, sampling_params=params)
@@ -290,30 +294,46 @@ def decode_seconds(eng, prompts: list[list[int]], new_tokens: int) -> float:
 def bench_model(args) -> None:
     from runtime.engine import Engine
 
-    print("\n## whole-model greedy decode (default model), output tokens/s")
-    print(f"{args.new_tokens} new tokens per request, 32-token prompts; device: {device_name()}")
     configs = {"triton + CUDA graphs" if CUDA else "triton": {"attention_backend": "triton"}}
     if CUDA:
         configs["triton, eager"] = {"attention_backend": "triton", "disable_cuda_graph": True}
         if flashinfer_or_none() is not None:
             configs["flashinfer, eager"] = {"attention_backend": "flashinfer"}
-    header = " | ".join(configs)
-    print(f"| batch | {header} |")
-    print("|---|" + "---|" * len(configs))
-    rows: dict[int, list[str]] = {b: [] for b in args.model_batch_sizes}
-    for config in configs.values():
+    prefixes = [0] + ([args.model_prefix] if args.model_prefix else [])
+    rows: dict[tuple[int, int], list[str]] = {
+        (p, b): [] for p in prefixes for b in args.model_batch_sizes
+    }
+    cascade_tokens: dict[str, int] = {}
+    for name, config in configs.items():
         eng = Engine(**config, log_level="error", max_running_requests=max(args.model_batch_sizes))
         try:
-            for b in args.model_batch_sizes:
-                prompts = [[1000 + (i * 7 + j) % 5000 for j in range(32)] for i in range(b)]
-                decode_seconds(eng, prompts, 2)  # warm-up
-                t_n = decode_seconds(eng, prompts, args.new_tokens)
-                t_1 = decode_seconds(eng, prompts, 1)
-                rows[b].append(f"{b * (args.new_tokens - 1) / (t_n - t_1):.0f}")
+            for p in prefixes:
+                prefix = [500 + j % 4000 for j in range(p)]
+                before = eng.get_server_info()["cascade_decode_tokens"]
+                for b in args.model_batch_sizes:
+                    own = [[1000 + (i * 7 + j) % 5000 for j in range(32)] for i in range(b)]
+                    prompts = [prefix + o for o in own]
+                    decode_seconds(eng, prompts, 2, prefix)  # warm-up
+                    t_n = decode_seconds(eng, prompts, args.new_tokens, prefix)
+                    t_1 = decode_seconds(eng, prompts, 1, prefix)
+                    rows[p, b].append(f"{b * (args.new_tokens - 1) / (t_n - t_1):.0f}")
+                if p:
+                    cascade_tokens[name] = eng.get_server_info()["cascade_decode_tokens"] - before
         finally:
             eng.shutdown()
-    for b, cells in rows.items():
-        print(f"| {b} | " + " | ".join(cells) + " |")
+    for p in prefixes:
+        opening = f"after a shared {p}-token prefix" if p else "with nothing shared"
+        print(f"\n## whole-model greedy decode (default model), output tokens/s, {opening}")
+        print(
+            f"{args.new_tokens} new tokens per request, 32 own prompt tokens each; device: {device_name()}"
+        )
+        print("| batch | " + " | ".join(configs) + " |")
+        print("|---|" + "---|" * len(configs))
+        for b in args.model_batch_sizes:
+            print(f"| {b} | " + " | ".join(rows[p, b]) + " |")
+        if p:
+            print("tokens decoded by cascade attention: " + ", ".join(
+                f"{name} {n}" for name, n in cascade_tokens.items()))  # fmt: skip
 
 
 def ints(text: str) -> list[int]:
@@ -330,6 +350,9 @@ def main() -> None:
     ap.add_argument("--own-tokens", type=int, default=128)
     ap.add_argument("--model-batch-sizes", type=ints, default=ints("1,8,32,64,128"))
     ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument(
+        "--model-prefix", type=int, default=2048, help="shared prefix of the second model table"
+    )
     ap.add_argument("--heads", type=int, default=32)
     ap.add_argument("--kv-heads", type=int, default=8)
     ap.add_argument("--head-dim", type=int, default=128)
@@ -342,7 +365,7 @@ def main() -> None:
     if args.smoke:
         args.batch_sizes, args.contexts, args.iters = [1, 3], [40], 2
         args.requests, args.prefixes, args.own_tokens = [4], [64], 8
-        args.model_batch_sizes, args.new_tokens = [2], 3
+        args.model_batch_sizes, args.new_tokens, args.model_prefix = [2], 3, 24
         args.heads, args.kv_heads, args.head_dim = 4, 2, 64
     elif not CUDA:
         sys.exit("bench_attention_gpu.py needs a CUDA GPU (use --smoke to check it on the CPU)")
