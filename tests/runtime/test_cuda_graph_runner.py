@@ -2,7 +2,8 @@
 
 Capture and replay are stood in for by `EagerGraph` (re-running the captured function on the
 same buffers), so everything but the CUDA graph itself runs: a padded decode batch replayed
-through the Triton backend's graph metadata gives the eager step's logits.
+through the Triton backend's graph metadata gives the eager step's logits. On CUDA the same
+runs on the GPU (real capture is covered by the whole-model test in tests/kernels).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import os
 import pytest
 import torch
 
-if not torch.cuda.is_available():
+CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if CUDA else "cpu"
+if not CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from runtime.cuda_graph_runner import CudaGraphRunner, capture_sizes  # noqa: E402
@@ -44,11 +47,11 @@ def test_capture_sizes_cover_every_batch_up_to_the_largest():
 def _batch(runner, mode, ids, positions, locs, rows, seq_lens, prefix=None, ext=None):
     return ForwardBatch(
         mode=mode,
-        input_ids=torch.tensor(ids),
-        positions=torch.tensor(positions),
-        out_cache_loc=locs,
-        req_pool_indices=torch.tensor(rows),
-        seq_lens=torch.tensor(seq_lens),
+        input_ids=torch.tensor(ids, device=DEVICE),
+        positions=torch.tensor(positions, device=DEVICE),
+        out_cache_loc=locs.to(DEVICE),
+        req_pool_indices=torch.tensor(rows, device=DEVICE),
+        seq_lens=torch.tensor(seq_lens, device=DEVICE),
         req_to_token_pool=runner.req_to_token_pool,
         kv_pool=runner.kv_pool,
         seq_lens_cpu=seq_lens,
@@ -60,8 +63,10 @@ def _batch(runner, mode, ids, positions, locs, rows, seq_lens, prefix=None, ext=
 @pytest.fixture(scope="module")
 def runner():
     args = ServerArgs(
-        device="cpu",
+        device=DEVICE,
+        dtype="float32",
         attention_backend="triton",
+        disable_cuda_graph=True,  # runner.forward stays eager: the reference here
         max_total_tokens=256,
         max_running_requests=4,
         cuda_graph_max_bs=4,
@@ -82,19 +87,19 @@ def _prefill(runner, prompts, shared=None):
         slots = runner.kv_pool.alloc(len(p) + 1 - reuse)  # the prompt, then one decoded token
         if reuse:
             slots = torch.cat([locs[shared[1]][:reuse], slots])
-        table[row, : len(p) + 1] = slots
+        table[row, : len(p) + 1] = slots.to(DEVICE)
         rows.append(row)
         locs.append(slots)
         prefill = _batch(
             runner, ForwardMode.EXTEND, p[reuse:], list(range(reuse, len(p))),
             slots[reuse:-1], [row], [len(p)], [reuse], [len(p) - reuse],
         )  # fmt: skip
-        runner.forward(prefill, torch.arange(len(p) - reuse))
+        runner.forward(prefill, torch.arange(len(p) - reuse, device=DEVICE))
     return rows, locs
 
 
 def _replay_and_compare(runner, graphs, decode, key):
-    eager = runner.forward(decode(), torch.arange(3))  # no graphs on the CPU: an eager step
+    eager = runner.forward(decode(), torch.arange(3, device=DEVICE))  # an eager step
     before = graphs.graphs[key].replays
     replayed = graphs.replay(decode())  # three rows padded to the graph of four
     assert graphs.graphs[key].replays == before + 1
