@@ -78,12 +78,14 @@ class TorchNativeBackend(AttentionBackend):
             part, part_lse = _attend(qq, kp, vp, layer.scaling)
             part = part.view(hkv, n, -1, d).transpose(0, 1)
             part_lse = part_lse.view(hkv, n, -1).transpose(0, 1)
-            own_lse = lse[rows]
+            # merged in float32 whatever the model's dtype, then stored back in it
+            own_lse, part_lse = lse[rows].float(), part_lse.float()
             top = torch.maximum(own_lse, part_lse)
             w_own, w_part = torch.exp(own_lse - top), torch.exp(part_lse - top)
-            out[rows] = (out[rows] * w_own[..., None] + part * w_part[..., None]) / (
+            merged = (out[rows].float() * w_own[..., None] + part.float() * w_part[..., None]) / (
                 w_own + w_part
             )[..., None]
+            out[rows] = merged.to(out.dtype)
         return out.reshape(b, h, d)
 
     def forward_extend(self, q, k, v, layer, batch) -> torch.Tensor:
