@@ -38,13 +38,8 @@ import torch.nn.functional as F  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kernels.attention.kv_indices import host_indptr, ragged_kv_indices  # noqa: E402
-from kernels.triton_ops.decode_attention import (  # noqa: E402
-    DecodeItems,
-    cascade_decode_attention,
-    choose_num_splits,
-    decode_attention,
-    query_blocks,
-)
+from kernels.attention.triton_backend import TritonBackend  # noqa: E402
+from kernels.triton_ops.decode_attention import cascade_decode_attention  # noqa: E402
 
 logger = logging.getLogger("bench_attention_gpu")
 CUDA = torch.cuda.is_available()
@@ -114,48 +109,17 @@ class Setup:
         self.q = torch.randn(len(lens), heads, dim, device=DEV, dtype=dtype)
         self.heads, self.kv_heads, self.dim, self.dtype = heads, kv_heads, dim, dtype
 
-    def plain_items(self, target: int) -> DecodeItems:
-        b = len(self.seq)
-        indptr, indices = ragged_kv_indices(self.table, self.rows, [0] * b, self.seq)
-        splits = choose_num_splits(
-            b * self.kv_heads, max(self.seq), b, self.heads, self.dim, target
-        )
-        arange = torch.arange(b + 1, dtype=torch.int32, device=DEV)
-        return DecodeItems(arange, arange[:b], indptr.to(DEV), indices, 1, splits)
-
-    def cascade_items(self, target: int, shared: int) -> tuple[DecodeItems, DecodeItems]:
-        b = len(self.seq)
-        indptr, indices = ragged_kv_indices(self.table, self.rows, [shared] * b, self.seq)
-        arange = torch.arange(b + 1, dtype=torch.int32, device=DEV)
-        own_splits = choose_num_splits(
-            b * self.kv_heads, max(self.seq) - shared, b, self.heads, self.dim, target
-        )
-        own = DecodeItems(arange, arange[:b], indptr.to(DEV), indices, 1, own_splits)
-        p_indptr, p_indices = ragged_kv_indices(self.table, self.rows[:1], [0], [shared])
-        _, m_blocks = query_blocks(b, self.heads // self.kv_heads)
-        splits = choose_num_splits(
-            self.kv_heads * m_blocks, shared, b, self.heads, self.dim, target
-        )
-        group = DecodeItems(
-            torch.tensor([0, b], dtype=torch.int32, device=DEV),
-            torch.arange(b, device=DEV),
-            p_indptr.to(DEV),
-            p_indices,
-            b,
-            splits,
-        )
-        return own, group
+    def decode_meta(self, shared: int = 0):
+        """Our decode metadata, as the Triton backend builds it for the server: all rows as one
+        prefix group when `shared` tokens open every row, else plain decode."""
+        backend = TritonBackend(self.heads, self.kv_heads, self.dim, DEV)
+        groups = [(list(range(len(self.seq))), shared)] if shared else []
+        return backend.decode_metadata(self.table, self.rows, self.seq, groups)
 
     def flat_indices(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(host indptr, device indices), as FlashInfer's planners take them."""
         b = len(self.seq)
         return ragged_kv_indices(self.table, self.rows, [0] * b, self.seq)
-
-
-def target_programs() -> int:
-    if CUDA:
-        return 2 * torch.cuda.get_device_properties(0).multi_processor_count
-    return 1
 
 
 def bench_decode(args, fi) -> None:
@@ -176,8 +140,10 @@ def bench_decode(args, fi) -> None:
             if kv_bytes * 2.2 > args.max_gib * 2**30:  # pool plus the dense copy for SDPA
                 continue
             s = Setup([ctx] * b, heads, kv_heads, dim, dtype)
-            items = s.plain_items(target_programs())
-            ours = timed(args.iters, decode_attention, s.q, s.k, s.v, items, dim**-0.5)
+            meta = s.decode_meta()
+            ours = timed(
+                args.iters, cascade_decode_attention, s.q, s.k, s.v, meta.own, None, dim**-0.5
+            )
             fi_t = None
             if fi is not None:
                 indptr, indices = s.flat_indices()
@@ -240,11 +206,12 @@ def bench_cascade(args, fi) -> None:
                 continue
             s = Setup([own] * n, heads, kv_heads, dim, dtype, shared=p)
             scale = dim**-0.5
-            plain = s.plain_items(target_programs())
-            own_items, group = s.cascade_items(target_programs(), p)
-            t_plain = timed(args.iters, decode_attention, s.q, s.k, s.v, plain, scale)
+            plain, casc = s.decode_meta(), s.decode_meta(shared=p)
+            t_plain = timed(
+                args.iters, cascade_decode_attention, s.q, s.k, s.v, plain.own, None, scale
+            )
             t_casc = timed(
-                args.iters, cascade_decode_attention, s.q, s.k, s.v, own_items, group, scale
+                args.iters, cascade_decode_attention, s.q, s.k, s.v, casc.own, casc.shared, scale
             )
             fi_plain = fi_casc = None
             if fi is not None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from kernels.attention.backend import AttentionBackend
-from kernels.attention.kv_indices import host_indptr, ragged_kv_indices
+from kernels.attention.kv_indices import host_indptr, ragged_kv_indices, shared_prefix_lens
 
 WORKSPACE_BYTES = 256 << 20
 
@@ -51,10 +51,7 @@ def cascade_levels(
     in_group = set(grouped)
     lone = [r for r in range(len(seq_lens)) if r not in in_group]
     order = grouped + lone
-    split = [1] * len(seq_lens)
-    for rows, length in prefix_groups:
-        for r in rows:
-            split[r] = length
+    split = [n or 1 for n in shared_prefix_lens(len(seq_lens), prefix_groups)]
     heads = [rows[0] for rows, _ in prefix_groups] + lone
     dev = req_pool_indices.device
     head_rows = req_pool_indices[torch.tensor(heads, dtype=torch.int64).to(dev, non_blocking=True)]

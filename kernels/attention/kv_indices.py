@@ -13,6 +13,15 @@ def host_indptr(lengths: Sequence[int]) -> torch.Tensor:
     return torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int32)
 
 
+def shared_prefix_lens(num_rows: int, prefix_groups: list[tuple[list[int], int]]) -> list[int]:
+    """Per batch row, the length of the radix prefix its group shares (0 outside every group)."""
+    lens = [0] * num_rows
+    for rows, length in prefix_groups:
+        for r in rows:
+            lens[r] = length
+    return lens
+
+
 def ragged_kv_indices(
     table: torch.Tensor, table_rows: torch.Tensor, starts: list[int], ends: list[int]
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 
 from kernels.attention.backend import AttentionBackend
-from kernels.attention.kv_indices import host_indptr, ragged_kv_indices
+from kernels.attention.kv_indices import host_indptr, ragged_kv_indices, shared_prefix_lens
 from kernels.triton_ops.decode_attention import (
     MAX_BLOCK_M,
     DecodeItems,
@@ -84,14 +84,6 @@ def target_programs(device: torch.device) -> int:
     return 1  # the interpreter: one split (the kernel tests cover more)
 
 
-def _shared_lens(seq_lens: list[int], prefix_groups) -> list[int]:
-    shared = [0] * len(seq_lens)
-    for rows, length in prefix_groups:
-        for r in rows:
-            shared[r] = length
-    return shared
-
-
 class TritonBackend(AttentionBackend):
     def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int, device) -> None:
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
@@ -126,7 +118,7 @@ class TritonBackend(AttentionBackend):
 
     def decode_metadata(self, table, req_pool_indices, seq_lens, prefix_groups) -> _DecodeMeta:
         b = len(seq_lens)
-        shared_len = _shared_lens(seq_lens, prefix_groups)
+        shared_len = shared_prefix_lens(b, prefix_groups)
         kv_indptr, kv_indices = ragged_kv_indices(table, req_pool_indices, shared_len, seq_lens)
         rows = torch.arange(b + 1, dtype=torch.int32, device=self.device)
         own_splits = choose_num_splits(
@@ -143,18 +135,21 @@ class TritonBackend(AttentionBackend):
             len(items.q_counts) * self.num_kv_heads * m_blocks, max(items.kv_lens),
             len(items.q_rows), self.num_heads, self.head_dim, self.target_programs,
         )  # fmt: skip
-        return _DecodeMeta(own, self._shared_items(table, req_pool_indices, items, max_q, splits))
+        q_indptr, q_rows, kv_indptr, kv_indices = self._shared_pass(table, req_pool_indices, items)
+        shared = DecodeItems(
+            self._to_device(q_indptr), self._to_device(q_rows), self._to_device(kv_indptr),
+            kv_indices, max_q, splits,
+        )  # fmt: skip
+        return _DecodeMeta(own, shared)
 
-    def _shared_items(self, table, req_pool_indices, items: SharedItems, max_q, splits):
+    def _shared_pass(self, table, req_pool_indices, items: SharedItems) -> tuple[torch.Tensor, ...]:
+        """(q_indptr, q_rows, kv_indptr on the host; kv_indices on the device) of the items."""
         heads = self._to_device(torch.tensor(items.head_rows, dtype=torch.int64))
-        p_indptr, p_indices = ragged_kv_indices(
+        kv_indptr, kv_indices = ragged_kv_indices(
             table, req_pool_indices[heads], [0] * len(items.kv_lens), items.kv_lens
         )
-        return DecodeItems(
-            self._to_device(host_indptr(items.q_counts)),
-            self._to_device(torch.tensor(items.q_rows, dtype=torch.int64)),
-            self._to_device(p_indptr), p_indices, max_q, splits,
-        )  # fmt: skip
+        q_rows = torch.tensor(items.q_rows, dtype=torch.int64)
+        return host_indptr(items.q_counts), q_rows, kv_indptr, kv_indices
 
     # ---- CUDA graphs ----
 
@@ -192,8 +187,7 @@ class TritonBackend(AttentionBackend):
     def cuda_graph_fits(self, seq_lens: list[int], prefix_groups) -> bool:
         """Whether a step's slot lists fit the graph buffers (host arithmetic only). Requests that
         share a prefix too short to group each list its slots, so the lists can outgrow the pool."""
-        shared_len = _shared_lens(seq_lens, prefix_groups)
-        own = sum(seq_lens) - sum(shared_len)
+        own = sum(seq_lens) - sum(len(rows) * length for rows, length in prefix_groups)
         per_item = self.rows_per_item
         shared = sum(-(-len(rows) // per_item) * length for rows, length in prefix_groups)
         return max(own, shared) <= self.graph_kv_capacity
@@ -203,7 +197,7 @@ class TritonBackend(AttentionBackend):
         table = batch.req_to_token_pool.req_to_token
         groups = batch.prefix_groups if cascade else []
         indptr, indices = ragged_kv_indices(
-            table, batch.req_pool_indices, _shared_lens(seq_lens, groups), seq_lens
+            table, batch.req_pool_indices, shared_prefix_lens(len(seq_lens), groups), seq_lens
         )
         self.graph_kv_indptr[: len(seq_lens) + 1].copy_(indptr, non_blocking=True)
         self.graph_kv_indices[: indices.numel()].copy_(indices)
@@ -211,16 +205,13 @@ class TritonBackend(AttentionBackend):
             return
         bs = len(seq_lens)
         items = shared_prefix_items(groups, bs, self.rows_per_item, pad=True)
-        heads = self._to_device(torch.tensor(items.head_rows, dtype=torch.int64))
-        p_indptr, p_indices = ragged_kv_indices(
-            table, batch.req_pool_indices[heads], [0] * bs, items.kv_lens
+        q_indptr, q_rows, kv_indptr, kv_indices = self._shared_pass(
+            table, batch.req_pool_indices, items
         )
-        self.graph_shared_q_indptr[: bs + 1].copy_(host_indptr(items.q_counts), non_blocking=True)
-        self.graph_shared_q_rows[:bs].copy_(
-            torch.tensor(items.q_rows, dtype=torch.int64), non_blocking=True
-        )
-        self.graph_shared_kv_indptr[: bs + 1].copy_(p_indptr, non_blocking=True)
-        self.graph_shared_kv_indices[: p_indices.numel()].copy_(p_indices)
+        self.graph_shared_q_indptr[: bs + 1].copy_(q_indptr, non_blocking=True)
+        self.graph_shared_q_rows[:bs].copy_(q_rows, non_blocking=True)
+        self.graph_shared_kv_indptr[: bs + 1].copy_(kv_indptr, non_blocking=True)
+        self.graph_shared_kv_indices[: kv_indices.numel()].copy_(kv_indices)
 
     def forward_decode(self, q, k, v, layer, batch) -> torch.Tensor:
         pool = batch.kv_pool
