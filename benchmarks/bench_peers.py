@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from peers import json_decode, programs, report, systems, workloads  # noqa: E402
+from peers import json_decode, machine, programs, report, systems, workloads  # noqa: E402
 from peers.prompts import TextMaker, load_tokenizer  # noqa: E402
 
 DEFAULT_SYSTEMS = ["ours", "vllm", "vllm-fp32", "llamacpp"]
@@ -87,6 +87,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--programs", type=int, help="programs per frontend workload")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks the script")
+    ap.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=60,
+        help="before each workload, wait up to this many seconds for other processes to go quiet",
+    )
     ap.add_argument("--out", default=os.path.join(HERE, "results", "peers.jsonl"))
     ap.add_argument("--log-dir", default=os.path.join(HERE, "results", "logs"))
     return ap.parse_args(argv)
@@ -124,11 +130,14 @@ def run_system(spec, families, scale, repeat: int, salt: str, args, state: dict)
                 load_tokenizer(systems.converted_folder(systems.gguf_path()))
             )
         for workload, level, fn in plan(spec, families, scale):
+            waited = machine.wait_quiet([server.pid], args.quiet_wait) if args.quiet_wait else 0
+            load = machine.ForeignLoad([server.pid])
             t1 = time.perf_counter()
             try:
                 metrics = fn(server.url, state["maker"], salt)
             except Exception as e:
                 metrics = {"error": f"{type(e).__name__}: {e}"[:500]}
+            metrics.update(foreign_cores=load.cores(), waited_quiet_s=waited)
             rec = report.make_record(spec.name, spec.label, workload, level, repeat, metrics)
             report.append_record(args.out, rec)
             shown = {k: round(v, 3) if isinstance(v, float) else v for k, v in metrics.items()}

@@ -129,4 +129,18 @@ def table(records: list[dict], systems: list[tuple[str, str]], ours: str = "ours
             )
         cells = " | ".join(fmt(vals[s]) for s, _ in systems)
         lines.append(f"| {row.title} | {cells} | {'' if r is None else f'{r:.2f}x'} |")
+    load = foreign_load(records)
+    if load:
+        cells = " | ".join(fmt(load.get(s)) for s, _ in systems)
+        lines.append(f"| other processes' CPU during its workloads, cores (median) | {cells} | |")
     return "\n".join(lines)
+
+
+def foreign_load(records: list[dict]) -> dict[str, float]:
+    """Per system, the median over its workloads of the cores other processes used meanwhile."""
+    per: dict[str, list[float]] = {}
+    for r in records:
+        v = r["metrics"].get("foreign_cores")
+        if isinstance(v, int | float):
+            per.setdefault(r["system"], []).append(v)
+    return {s: statistics.median(vs) for s, vs in per.items()}

@@ -53,11 +53,11 @@ SYSTEMS = {
 VENVS = {"vllm": ".venv-vllm", "llamacpp": ".venv-llamacpp"}
 
 
-def venv_python(kind: str, root: str = ROOT) -> str:
-    return os.path.join(root, VENVS[kind], "bin", "python")
+def venv_python(kind: str, root: str | None = None) -> str:
+    return os.path.join(root or ROOT, VENVS[kind], "bin", "python")
 
 
-def missing_reason(spec: SystemSpec, root: str = ROOT) -> str | None:
+def missing_reason(spec: SystemSpec, root: str | None = None) -> str | None:
     """Why `spec` cannot run here (None when it can): a peer's venv that scripts/peers.sh makes."""
     if spec.kind == "ours":
         return None
@@ -149,7 +149,7 @@ def _stop_group(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def peer_command(spec: SystemSpec, port: int, root: str = ROOT) -> tuple[list[str], dict]:
+def peer_command(spec: SystemSpec, port: int, root: str | None = None) -> tuple[list[str], dict]:
     """The command line and environment that start a peer as a user would (PEERS.md)."""
     py = venv_python(spec.kind, root)
     env = dict(os.environ)
