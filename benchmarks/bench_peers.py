@@ -12,6 +12,7 @@ A peer that is not installed (scripts/peers.sh installs them) is skipped, saying
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime
 import logging
 import os
@@ -22,6 +23,7 @@ from collections.abc import Callable
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from peers import json_decode, machine, programs, report, systems, workloads  # noqa: E402
+from peers.client import run_all  # noqa: E402
 from peers.prompts import TextMaker, load_tokenizer  # noqa: E402
 
 DEFAULT_SYSTEMS = ["ours", "vllm", "vllm-fp32", "llamacpp"]
@@ -93,6 +95,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=60,
         help="before each workload, wait up to this many seconds for other processes to go quiet",
     )
+    ap.add_argument(
+        "--budget-min",
+        type=float,
+        default=0,
+        help="start no further system after this many minutes (0: no limit); the table says so",
+    )
     ap.add_argument("--out", default=os.path.join(HERE, "results", "peers.jsonl"))
     ap.add_argument("--log-dir", default=os.path.join(HERE, "results", "logs"))
     return ap.parse_args(argv)
@@ -109,6 +117,21 @@ def runnable(names: list[str], say=print) -> list[systems.SystemSpec]:
         else:
             out.append(spec)
     return out
+
+
+BUSY_CORES = 0.5  # others' average use during a workload above which it is run again
+
+
+def measure(fn, server, maker: TextMaker, salt: str, quiet_wait: float) -> dict:
+    """Runs one workload after waiting for a quiet machine; its metrics and others' CPU use."""
+    waited = machine.wait_quiet([server.pid], quiet_wait) if quiet_wait else 0.0
+    load = machine.ForeignLoad([server.pid])
+    try:
+        metrics = fn(server.url, maker, salt)
+    except Exception as e:
+        metrics = {"error": f"{type(e).__name__}: {e}"[:500]}
+    metrics.update(foreign_cores=load.cores(), waited_quiet_s=waited)
+    return metrics
 
 
 def run_system(spec, families, scale, repeat: int, salt: str, args, state: dict) -> None:
@@ -129,19 +152,18 @@ def run_system(spec, families, scale, repeat: int, salt: str, args, state: dict)
             state["maker"] = TextMaker(
                 load_tokenizer(systems.converted_folder(systems.gguf_path()))
             )
+        # one short request first: a first request's lazy set-up is no workload's cost
+        asyncio.run(run_all(server.url, [f"[{salt}] Warm-up: hello"], 8))
         for workload, level, fn in plan(spec, families, scale):
-            waited = machine.wait_quiet([server.pid], args.quiet_wait) if args.quiet_wait else 0
-            load = machine.ForeignLoad([server.pid])
-            t1 = time.perf_counter()
-            try:
-                metrics = fn(server.url, state["maker"], salt)
-            except Exception as e:
-                metrics = {"error": f"{type(e).__name__}: {e}"[:500]}
-            metrics.update(foreign_cores=load.cores(), waited_quiet_s=waited)
+            for attempt in range(2):  # once more, with new prompts, if others took the CPU
+                metrics = measure(fn, server, state["maker"], f"{salt}a{attempt}", args.quiet_wait)
+                metrics["attempt"] = attempt
+                if metrics["foreign_cores"] < BUSY_CORES or "error" in metrics:
+                    break
             rec = report.make_record(spec.name, spec.label, workload, level, repeat, metrics)
             report.append_record(args.out, rec)
             shown = {k: round(v, 3) if isinstance(v, float) else v for k, v in metrics.items()}
-            print(f"    {workload}@{level} ({time.perf_counter() - t1:.0f} s): {shown}")
+            print(f"    {workload}@{level}: {shown}")
         rss = {"rss_mib": server.rss() / 2**20}
         report.append_record(
             args.out, report.make_record(spec.name, spec.label, "rss", None, repeat, rss)
@@ -168,6 +190,10 @@ def main(argv: list[str] | None = None) -> None:
     for repeat in range(args.repeats):
         k = repeat % max(len(specs), 1)
         for spec in specs[k:] + specs[:k]:  # rotate the order between repeats
+            spent = (datetime.datetime.now(datetime.UTC) - started).total_seconds() / 60
+            if args.budget_min and spent > args.budget_min:
+                print(f"repeat {repeat}: {spec.name} not run: {spent:.0f} min spent, budget over")
+                continue
             print(f"repeat {repeat}: {spec.name}")
             run_system(spec, args.workloads, scale, repeat, f"{run_id}r{repeat}", args, state)
     records = report.read_records(args.out) if os.path.exists(args.out) else []

@@ -62,7 +62,7 @@ def medians(records: list[dict]) -> dict[tuple, dict[str, float]]:
 def default_rows(records: list[dict]) -> list[Row]:
     """The rows the records have data for, in a fixed order."""
     titles = {
-        "decode": ("tokens_per_s", "decode, {} streams x 128 tokens: tokens/s", True),
+        "decode": ("tokens_per_s", "decode, {} concurrent x 128 tokens: tokens/s", True),
         "prefill": ("prompt_tokens_per_s", "prefill, 8 x 2,000-token prompts: tokens/s", True),
         "rss": ("rss_mib", "resident memory after the run, MiB", False),
     }

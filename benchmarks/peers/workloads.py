@@ -54,6 +54,12 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
 
 
+def prompt_tokens(maker: TextMaker, prompt: str, result: Completion) -> int:
+    """The server's count, or ours where it reports none (llama.cpp's streams carry no usage;
+    it reads the same tokenizer from the GGUF file)."""
+    return result.prompt_tokens or maker.count(prompt)
+
+
 def _latency_stats(results: list[Completion]) -> dict:
     return {
         "ttft_p50_s": pct([r.ttft for r in results], 0.5),
@@ -88,7 +94,7 @@ def prefill(url: str, maker: TextMaker, salt: str, scale: Scale) -> dict:
         for i in range(scale.prefill_prompts)
     ]
     wall, results = asyncio.run(run_all(url, prompts, 1))
-    tokens = sum(r.prompt_tokens for r in results)
+    tokens = sum(prompt_tokens(maker, p, r) for p, r in zip(prompts, results))
     return {
         "prompts": len(prompts),
         "prompt_tokens": tokens,
@@ -114,6 +120,6 @@ def shared_prefix(url: str, maker: TextMaker, salt: str, scale: Scale, clients: 
         "wall_s": wall,
         "req_per_s": len(results) / wall,
         "out_tokens_per_s": sum(r.completion_tokens for r in results) / wall,
-        "prompt_tokens_mean": statistics.mean(r.prompt_tokens for r in results),
+        "prompt_tokens_mean": statistics.mean(maker.count(p) for p in prompts),
         **_latency_stats(results),
     }

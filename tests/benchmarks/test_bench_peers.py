@@ -66,7 +66,7 @@ def test_table_rows_and_ratios():
     lines = report.table(RECORDS, SYSTEMS).splitlines()
     assert lines[0] == "| workload | OURS | VLLM | LLAMACPP | ours / best peer |"
     row = {line.split(" | ")[0].lstrip("| "): line for line in lines[2:]}
-    assert row["decode, 1 streams x 128 tokens: tokens/s"].endswith(
+    assert row["decode, 1 concurrent x 128 tokens: tokens/s"].endswith(
         "| 14.0 | 35.0 | 80.0 | 0.17x |"
     )
     assert row["shared prefix, 16 clients: req/s"].endswith("| 1.50x |")
