@@ -96,6 +96,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="before each workload, wait up to this many seconds for other processes to go quiet",
     )
     ap.add_argument(
+        "--busy-cores",
+        type=float,
+        default=0.5,
+        help="others' average CPU use (cores) above which a workload waits first and runs again",
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="compute threads of each system (0: each one's default); 1 keeps a system steady "
+        "when other processes hold a core of this 2-core machine",
+    )
+    ap.add_argument(
         "--budget-min",
         type=float,
         default=0,
@@ -119,12 +132,10 @@ def runnable(names: list[str], say=print) -> list[systems.SystemSpec]:
     return out
 
 
-BUSY_CORES = 0.5  # others' average use during a workload above which it is run again
-
-
-def measure(fn, server, maker: TextMaker, salt: str, quiet_wait: float) -> dict:
-    """Runs one workload after waiting for a quiet machine; its metrics and others' CPU use."""
-    waited = machine.wait_quiet([server.pid], quiet_wait) if quiet_wait else 0.0
+def measure(fn, server, maker: TextMaker, salt: str, quiet_wait: float, busy: float) -> dict:
+    """Runs one workload after waiting for others to use under `busy` cores; its metrics and
+    the cores others used meanwhile."""
+    waited = machine.wait_quiet([server.pid], quiet_wait, below=busy) if quiet_wait else 0.0
     load = machine.ForeignLoad([server.pid])
     try:
         metrics = fn(server.url, maker, salt)
@@ -138,7 +149,7 @@ def run_system(spec, families, scale, repeat: int, salt: str, args, state: dict)
     """Starts one system, runs its workloads, records each and its memory, stops it."""
     t0 = time.perf_counter()
     try:
-        server = systems.start(spec, args.log_dir)
+        server = systems.start(spec, args.log_dir, threads=args.threads)
     except Exception as e:  # a peer that fails to start is reported, the run goes on
         print(f"  {spec.name}: failed to start: {e}")
         report.append_record(
@@ -156,9 +167,16 @@ def run_system(spec, families, scale, repeat: int, salt: str, args, state: dict)
         asyncio.run(run_all(server.url, [f"[{salt}] Warm-up: hello"], 8))
         for workload, level, fn in plan(spec, families, scale):
             for attempt in range(2):  # once more, with new prompts, if others took the CPU
-                metrics = measure(fn, server, state["maker"], f"{salt}a{attempt}", args.quiet_wait)
+                metrics = measure(
+                    fn,
+                    server,
+                    state["maker"],
+                    f"{salt}a{attempt}",
+                    args.quiet_wait,
+                    args.busy_cores,
+                )
                 metrics["attempt"] = attempt
-                if metrics["foreign_cores"] < BUSY_CORES or "error" in metrics:
+                if metrics["foreign_cores"] < args.busy_cores or "error" in metrics:
                     break
             rec = report.make_record(spec.name, spec.label, workload, level, repeat, metrics)
             report.append_record(args.out, rec)

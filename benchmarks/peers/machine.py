@@ -19,19 +19,22 @@ def _busy_seconds() -> float:
 
 
 def _tree_seconds(pids: list[int]) -> float:
-    total = 0.0
+    """CPU seconds of these processes and their descendants, each process counted once."""
+    procs: dict[int, psutil.Process] = {}
     for pid in pids:
         try:
-            procs = [psutil.Process(pid)]
-            procs += procs[0].children(recursive=True)
+            root = psutil.Process(pid)
+            for p in [root, *root.children(recursive=True)]:
+                procs[p.pid] = p
         except psutil.NoSuchProcess:
             continue
-        for p in procs:
-            try:
-                c = p.cpu_times()
-                total += c.user + c.system
-            except psutil.NoSuchProcess:
-                pass
+    total = 0.0
+    for p in procs.values():
+        try:
+            c = p.cpu_times()
+            total += c.user + c.system
+        except psutil.NoSuchProcess:
+            pass
     return total
 
 

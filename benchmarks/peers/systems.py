@@ -149,8 +149,12 @@ def _stop_group(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def peer_command(spec: SystemSpec, port: int, root: str | None = None) -> tuple[list[str], dict]:
-    """The command line and environment that start a peer as a user would (PEERS.md)."""
+def peer_command(
+    spec: SystemSpec, port: int, root: str | None = None, threads: int = 0
+) -> tuple[list[str], dict]:
+    """The command line and environment that start a peer as a user would (PEERS.md); with
+    `threads`, on that many compute threads (vLLM's automatic binding already takes one core
+    of two, leaving the other to its front end)."""
     py = venv_python(spec.kind, root)
     env = dict(os.environ)
     if spec.kind == "vllm":
@@ -165,22 +169,33 @@ def peer_command(spec: SystemSpec, port: int, root: str | None = None) -> tuple[
         cmd += ["--port", str(port), "--max-model-len", "8192"]
     elif spec.kind == "llamacpp":
         cmd = [py, "-m", "llama_cpp.server", "--model", gguf_path(), "--host", "127.0.0.1"]
-        cmd += ["--port", str(port), "--n_ctx", "8192", "--n_threads", "2"]
+        n = str(threads or 2)
+        cmd += ["--port", str(port), "--n_ctx", "8192", "--n_threads", n, "--n_threads_batch", n]
         cmd += ["--interrupt_requests", "False", "--model_alias", "default"]
     else:
         raise ValueError(f"kind: not a peer: {spec.kind}")
     return cmd + list(spec.extra_args), env
 
 
-def start(spec: SystemSpec, log_dir: str, timeout: float = 900) -> Server:
-    """Starts `spec` on a free port and returns once it answers."""
+def start(spec: SystemSpec, log_dir: str, timeout: float = 900, threads: int = 0) -> Server:
+    """Starts `spec` on a free port (on `threads` compute threads, 0: its own default) and
+    returns once it answers."""
     log_path = os.path.join(log_dir, f"{spec.name}.log")
     if spec.kind == "ours":
         flags = ["--served-model-name", "default", "--dtype", spec.dtype, "--log-level", "warning"]
-        sp = ServerProcess(*flags, *spec.extra_args, log_path=log_path, timeout=timeout)
+        saved = os.environ.get("OMP_NUM_THREADS")
+        if threads:
+            os.environ["OMP_NUM_THREADS"] = str(threads)  # torch's pool in the scheduler
+        try:
+            sp = ServerProcess(*flags, *spec.extra_args, log_path=log_path, timeout=timeout)
+        finally:
+            if threads:
+                os.environ.pop("OMP_NUM_THREADS")
+                if saved is not None:
+                    os.environ["OMP_NUM_THREADS"] = saved
         return Server(spec, sp.url, sp.proc.pid, sp.stop)
     port = free_port()
-    cmd, env = peer_command(spec, port)
+    cmd, env = peer_command(spec, port, threads=threads)
     log = open(log_path, "w")
     proc = subprocess.Popen(
         cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT

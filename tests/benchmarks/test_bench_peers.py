@@ -5,6 +5,7 @@ against a stand-in OpenAI server (no model)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -182,3 +183,22 @@ def test_plot_from_synthetic_records(tmp_path):
     assert {"serving.png", "programs.png", "prefill_memory.png", "headline.png"} <= names
     assert all(Path(p).stat().st_size > 1000 for p in paths)
     assert plot.headline_ratios(RECORDS)["shared prefix, 16 clients: TTFT p50 s"] == 2.0
+
+
+def test_foreign_load_counts_a_child_once():
+    import subprocess
+    import time
+
+    from peers import machine
+
+    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        load = machine.ForeignLoad([child.pid])  # the child is also this process's descendant
+        time.sleep(1.0)
+        assert machine._tree_seconds([os.getpid(), child.pid]) == pytest.approx(
+            machine._tree_seconds([os.getpid()]), abs=0.05
+        )
+        assert load.cores() < 1.5  # never minus a double count: at most the others' share
+    finally:
+        child.kill()
+        child.wait()
