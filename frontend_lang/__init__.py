@@ -6,9 +6,7 @@ from frontend_lang.api import (
     assistant_end,
     function,
     gen,
-    get_default_backend,
     select,
-    set_default_backend,
     system,
     system_begin,
     system_end,
@@ -17,6 +15,7 @@ from frontend_lang.api import (
     user_end,
 )
 from frontend_lang.backend import BackendError, OpenAI, Runtime, RuntimeEndpoint
+from frontend_lang.default_backend import get_default_backend, set_default_backend
 from frontend_lang.interpreter import ProgramError, ProgramState
 
 __all__ = [

@@ -1,25 +1,13 @@
-"""SGLang's frontend surface: `function`, `gen`, `select`, roles, `set_default_backend`."""
+"""SGLang's frontend surface: `function`, `gen`, `select` and the chat roles."""
 
 from __future__ import annotations
 
 from frontend_lang.ir import DTYPE_REGEX, Gen, Role, RoleBegin, RoleEnd, Select
-
-_default_backend = None
-
-
-def set_default_backend(backend) -> None:
-    global _default_backend
-    _default_backend = backend
-
-
-def get_default_backend():
-    return _default_backend
+from frontend_lang.program import Program
 
 
 def function(func=None, **_):
     """`@function def prog(s, ...)`: a program; `prog.run(...)` / `prog.run_batch([...])`."""
-    from frontend_lang.interpreter import Program
-
     if func is None:
         return lambda f: Program(f)
     return Program(func)

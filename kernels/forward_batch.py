@@ -1,18 +1,35 @@
-"""What one model forward needs to know about its batch, passed explicitly to every layer."""
+"""What one model forward tells the layers and attention kernels about its batch.
+
+This sits at the bottom of the import graph: the runtime builds a `ForwardBatch`, the kernels
+read it, and neither reaches into the other's objects. The KV memory is seen through `KVCache`,
+the few verbs attention needs, and the request-to-token table as a plain tensor.
+"""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
-
-from runtime.memory_pool import KVPool, ReqToTokenPool
 
 
 class ForwardMode(enum.Enum):
     EXTEND = "extend"  # prefill of new tokens after an (optional) cached prefix
     DECODE = "decode"  # one new token per request
+
+
+class KVCache(Protocol):
+    """The paged KV memory as attention sees it: one K and one V tensor per layer,
+    `[num_slots, num_kv_heads, head_dim]`, addressed by slot index."""
+
+    dtype: torch.dtype
+
+    def get_kv(self, layer_id: int) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def set_kv(self, layer_id: int, loc: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Stores the new tokens' K and V at slots `loc`."""
+        ...
 
 
 @dataclass
@@ -23,8 +40,8 @@ class ForwardBatch:
     out_cache_loc: torch.Tensor  # [num_tokens] KV slots the new tokens write to
     req_pool_indices: torch.Tensor  # [batch]
     seq_lens: torch.Tensor  # [batch] KV length after this forward
-    req_to_token_pool: ReqToTokenPool
-    kv_pool: KVPool
+    req_to_token: torch.Tensor  # [max_requests, max_context] (request slot, position) -> KV slot
+    kv_cache: KVCache
     # Host copies for loops and shapes, so backends never sync on device tensors.
     seq_lens_cpu: list[int] = field(default_factory=list)
     prefix_lens_cpu: list[int] = field(default_factory=list)  # extend only

@@ -200,14 +200,6 @@ class RadixCache:
 
     # ---- inspection ----
 
-    def nodes(self):
-        """Every node below the root, parents before children."""
-        stack = list(self.root.children.values())
-        while stack:
-            node = stack.pop()
-            yield node
-            stack.extend(node.children.values())
-
     def pretty_print(self, max_tokens: int = 8) -> str:
         lines = [f"root (evictable {self._evictable}, protected {self._protected})"]
 

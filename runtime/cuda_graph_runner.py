@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from runtime.forward_batch import ForwardBatch, ForwardMode
+from kernels.forward_batch import ForwardBatch, ForwardMode
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +81,8 @@ class CudaGraphRunner:
             out_cache_loc=self.out_cache_loc[:bs],
             req_pool_indices=self.req_pool_indices[:bs],
             seq_lens=self.seq_lens[:bs],
-            req_to_token_pool=self.runner.req_to_token_pool,
-            kv_pool=self.runner.kv_pool,
+            req_to_token=self.runner.req_to_token_pool.req_to_token,
+            kv_cache=self.runner.kv_pool,
             seq_lens_cpu=seq_lens_cpu,
         )
 

@@ -1,11 +1,10 @@
 """The detokenizer's own process: token outputs in from the scheduler, text deltas out to the client.
 
-Incremental detokenization, stop-string trimming and the token text of logprob entries cost
-Python time per token per request; here they run beside the scheduler instead of inside it or
-the HTTP event loop. Messages (pickled tuples), in from the scheduler:
-  ("new", GenerateInput) | ("out", [ReqOutput]) | ("ready", info) | ("failed", why)
-  | ("error", rid, Exception) | ("reply", ticket, value) | ("shutdown",)
-and out to the client: the same, with ("out", [ResultDelta]) and without "new" / "shutdown".
+Incremental detokenization, the trimming of stop strings out of the text the client sees, and
+the token text of logprob entries cost Python time per token per request; here they run beside
+the scheduler instead of inside it or the HTTP event loop. (Whether a stop string has been hit
+is decided in the scheduler, which must stop the request.) It passes every other message on
+unchanged; the protocol is in `io_struct`.
 """
 
 from __future__ import annotations
@@ -13,7 +12,15 @@ from __future__ import annotations
 import logging
 import sys
 
-from runtime.processes import child_setup, ipc_dir, parent_gone, spawn
+from runtime.io_struct import (
+    BatchTextOutput,
+    BatchTokenOutput,
+    RequestError,
+    ShutdownRequest,
+    StartupFailed,
+    TokenizedGenerateRequest,
+)
+from runtime.processes import child_setup, configure_child_logging, ipc_dir, parent_gone, spawn
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +28,8 @@ logger = logging.getLogger(__name__)
 def run_detokenizer_process(
     model_folder: str, tokenizer_path: str | None, log_level: str, in_addr: str, out_addr: str
 ) -> None:
-    parent, ctx, recv, send = child_setup(log_level, in_addr, out_addr, bind_in=True)
+    parent, ctx, recv, send = child_setup(in_addr, out_addr, bind_in=True)
+    configure_child_logging(log_level)
     try:
         from runtime.model_loader.loader import load_tokenizer
         from runtime.response import ResponseBuilder
@@ -29,7 +37,7 @@ def run_detokenizer_process(
         tokenizer = load_tokenizer(model_folder, tokenizer_path)
     except Exception as e:
         logger.exception("detokenizer failed to start")
-        send.send_pyobj(("failed", f"detokenizer: {type(e).__name__}: {e}"))
+        send.send_pyobj(StartupFailed(f"detokenizer: {type(e).__name__}: {e}"))
         return
     builders: dict[str, ResponseBuilder] = {}
     try:
@@ -37,15 +45,13 @@ def run_detokenizer_process(
             if not recv.poll(1000):
                 continue
             msg = recv.recv_pyobj()
-            kind = msg[0]
-            if kind == "new":
-                inp = msg[1]
-                builders[inp.rid] = ResponseBuilder(
-                    inp.rid, tokenizer, inp.params, inp.return_text_in_logprobs
+            if isinstance(msg, TokenizedGenerateRequest):
+                builders[msg.rid] = ResponseBuilder(
+                    msg.rid, tokenizer, msg.params, msg.return_text_in_logprobs
                 )
-            elif kind == "out":
+            elif isinstance(msg, BatchTokenOutput):
                 deltas = []
-                for out in msg[1]:
+                for out in msg.outputs:
                     b = builders.get(out.rid)
                     if b is None:
                         continue
@@ -53,12 +59,12 @@ def run_detokenizer_process(
                     if b.finished:
                         del builders[out.rid]
                 if deltas:
-                    send.send_pyobj(("out", deltas))
-            elif kind == "shutdown":
+                    send.send_pyobj(BatchTextOutput(deltas))
+            elif isinstance(msg, ShutdownRequest):
                 return
             else:
-                if kind == "error":
-                    builders.pop(msg[1], None)
+                if isinstance(msg, RequestError):
+                    builders.pop(msg.rid, None)
                 send.send_pyobj(msg)
     finally:
         recv.close(linger=0)

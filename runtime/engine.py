@@ -17,17 +17,28 @@ import shutil
 import subprocess
 import tempfile
 import threading
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import zmq
 
 from runtime.detokenizer_process import spawn_detokenizer_process
+from runtime.input_processor import InputProcessor
+from runtime.io_struct import (
+    AbortRequest,
+    BatchTextOutput,
+    CallReply,
+    CallRequest,
+    GenerateRequest,
+    RequestError,
+    ResultDelta,
+    SchedulerInit,
+    SchedulerReady,
+    ShutdownRequest,
+    TokenizedGenerateRequest,
+)
 from runtime.model_loader.loader import load_tokenizer, prepare_model_folder
-from runtime.response import RequestResult, ResultDelta
-from runtime.sampling.sampling_params import SamplingParams
+from runtime.response import RequestResult
 from runtime.scheduler.process import spawn_scheduler_process
-from runtime.scheduler.req import GenerateInput
 from runtime.server_args import ServerArgs
 
 logger = logging.getLogger(__name__)
@@ -38,10 +49,6 @@ class Engine:
 
     def __init__(self, model_path: str | None = None, **kwargs) -> None:
         self.server_args = ServerArgs.from_kwargs(model_path=model_path, **kwargs)
-        logging.basicConfig(
-            level=self.server_args.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
         self._closed = True
         self._closing = False
         self._send_lock = threading.Lock()
@@ -56,7 +63,6 @@ class Engine:
         self.on_death: Callable[[str], None] | None = None
         # Convert once here, so the child only loads a folder.
         folder = prepare_model_folder(self.server_args.model_path, self.server_args.cache_dir)
-        child_args = ServerArgs.from_kwargs(**{**self.server_args.__dict__, "model_path": folder})
         self._tmp = tempfile.mkdtemp(prefix="radixserve-")
         self._zmq = zmq.Context()
         self._send = self._zmq.socket(zmq.PUSH)
@@ -67,12 +73,14 @@ class Engine:
         self._recv.bind(out_addr)
         a = self.server_args
         self._procs = [
-            spawn_scheduler_process(child_args, in_addr, detok_addr),
+            spawn_scheduler_process(in_addr, detok_addr),
             spawn_detokenizer_process(folder, a.tokenizer_path, a.log_level, detok_addr, out_addr),
         ]
         self._closed = False
         atexit.register(self.shutdown)
         try:
+            # The settings travel over the socket: nothing of them shows on a command line.
+            self._send_init(SchedulerInit(a.scheduler_args(model_path=folder)))
             self.tokenizer = load_tokenizer(folder, self.server_args.tokenizer_path)
             self.info = self._wait_ready()
         except BaseException:
@@ -80,6 +88,7 @@ class Engine:
             raise
         self.context_len = self.info["context_length"]
         self.vocab_size = self.info["vocab_size"]
+        self.input_processor = InputProcessor(self.tokenizer, self.context_len, self.vocab_size)
         self._receiver = threading.Thread(
             target=self._receive_loop, name="engine-receiver", daemon=True
         )
@@ -91,14 +100,21 @@ class Engine:
                 return f"{name} process exited with code {p.returncode}"
         return None
 
+    def _send_init(self, init: SchedulerInit) -> None:
+        # A PUSH socket holds a message until its peer connects; wait for that, not forever.
+        while not self._send.poll(500, zmq.POLLOUT):
+            if why := self._dead_child():
+                raise RuntimeError(f"{why} while starting")
+        self._send.send_pyobj(init)
+
     def _wait_ready(self) -> dict:
         while not self._recv.poll(500):
             if why := self._dead_child():
                 raise RuntimeError(f"{why} while loading")
         msg = self._recv.recv_pyobj()
-        if msg[0] != "ready":
-            raise RuntimeError(f"runtime failed to start: {msg[1]}")
-        return msg[1]
+        if not isinstance(msg, SchedulerReady):
+            raise RuntimeError(f"runtime failed to start: {msg.why}")
+        return msg.info
 
     # ---- receiving ----
 
@@ -116,12 +132,13 @@ class Engine:
                 msg = self._recv.recv_pyobj()
             except zmq.ZMQError:
                 return
-            kind = msg[0]
-            if kind == "out":
-                for delta in msg[1]:
+            if isinstance(msg, BatchTextOutput):
+                for delta in msg.deltas:
                     self._route(delta.rid, delta)
-            elif kind in ("error", "reply"):
-                self._route(msg[1], msg[2])
+            elif isinstance(msg, RequestError):
+                self._route(msg.rid, msg.error)
+            elif isinstance(msg, CallReply):
+                self._route(msg.ticket, msg.value)
 
     def _fail_all(self, why: str) -> None:
         logger.error("%s; failing its %d open request(s)", why, len(self._routes))
@@ -146,35 +163,21 @@ class Engine:
     # ---- public API ----
 
     def generate(
-        self,
-        prompt: str | list[str] | None = None,
-        sampling_params: dict | list[dict] | None = None,
-        input_ids: list[int] | list[list[int]] | None = None,
-        return_logprob: bool = False,
-        logprob_start_len: int | None = None,
-        top_logprobs_num: int | None = None,
-        stream: bool = False,
-        rid: str | list[str] | None = None,
-        return_text_in_logprobs: bool = False,
+        self, prompt: str | list[str] | None = None, sampling_params=None, **fields
     ) -> dict | list[dict] | Iterator[dict]:
-        """One prompt gives a dict (a list of n with n > 1); a batch gives a list.
+        """One prompt gives a dict (a list of n with n > 1); a batch gives a list. `fields` are
+        the other `GenerateRequest` fields (`input_ids`, `return_logprob`, `stream`, `rid`...).
 
         With `stream=True` it yields a dict per step carrying the cumulative text so far
         (with `index` when several sequences stream at once); the last one has finish_reason.
         """
-        batch, inputs, results = self._prepare(
-            prompt,
-            sampling_params,
-            input_ids,
-            return_logprob,
-            logprob_start_len,
-            top_logprobs_num,
-            rid,
-            return_text_in_logprobs,
-        )
+        return self.generate_request(GenerateRequest(prompt, sampling_params, **fields))
+
+    def generate_request(self, req: GenerateRequest) -> dict | list[dict] | Iterator[dict]:
+        batch, inputs, results = self._prepare(req)
         q: queue.Queue = queue.Queue()
         self._submit(inputs, q.put)
-        if stream:
+        if req.stream:
             return self._stream(q, results)
         try:
             while not all(b.finished for b in results.values()):
@@ -185,33 +188,20 @@ class Engine:
         return self._results(batch, inputs, results)
 
     async def async_generate(
-        self,
-        prompt: str | list[str] | None = None,
-        sampling_params: dict | list[dict] | None = None,
-        input_ids: list[int] | list[list[int]] | None = None,
-        return_logprob: bool = False,
-        logprob_start_len: int | None = None,
-        top_logprobs_num: int | None = None,
-        stream: bool = False,
-        rid: str | list[str] | None = None,
-        return_text_in_logprobs: bool = False,
+        self, prompt: str | list[str] | None = None, sampling_params=None, **fields
     ) -> dict | list[dict] | AsyncIterator[dict]:
         """`generate` for asyncio callers: awaits the result, or with `stream=True` returns an
         async iterator; a cancelled or abandoned call aborts its requests."""
-        batch, inputs, results = self._prepare(
-            prompt,
-            sampling_params,
-            input_ids,
-            return_logprob,
-            logprob_start_len,
-            top_logprobs_num,
-            rid,
-            return_text_in_logprobs,
-        )
+        return await self.async_generate_request(GenerateRequest(prompt, sampling_params, **fields))
+
+    async def async_generate_request(
+        self, req: GenerateRequest
+    ) -> dict | list[dict] | AsyncIterator[dict]:
+        batch, inputs, results = self._prepare(req)
         loop = asyncio.get_running_loop()
         aq: asyncio.Queue = asyncio.Queue()
         self._submit(inputs, lambda item: loop.call_soon_threadsafe(aq.put_nowait, item))
-        if stream:
+        if req.stream:
             return self._astream(aq, results)
         try:
             while not all(b.finished for b in results.values()):
@@ -221,59 +211,14 @@ class Engine:
             raise
         return self._results(batch, inputs, results)
 
-    def _prepare(
-        self,
-        prompt,
-        sampling_params,
-        input_ids,
-        return_logprob,
-        logprob_start_len,
-        top_logprobs_num,
-        rid,
-        return_text_in_logprobs,
-    ):
+    def _prepare(self, req: GenerateRequest):
         """Validates and tokenizes; returns (is batch, inputs, a RequestResult per rid)."""
-        batch, prompts = self._prompt_ids(prompt, input_ids)
-        params_list = self._params(sampling_params, len(prompts))
-        rids = self._rids(rid, len(prompts))
-        if top_logprobs_num is not None and (
-            not isinstance(top_logprobs_num, int) or not 0 <= top_logprobs_num <= self.vocab_size
-        ):
-            raise ValueError(
-                f"top_logprobs_num: must be an integer in [0, {self.vocab_size}], got {top_logprobs_num!r}"
-            )
-        inputs = []
-        for ids, params, r in zip(prompts, params_list, rids):
-            params.check_lengths(len(ids), self.context_len, self.vocab_size)
-            start = -1 if logprob_start_len is None else logprob_start_len
-            if not isinstance(start, int) or start >= max(len(ids), 1) or start < -1:
-                raise ValueError(
-                    f"logprob_start_len: must be in [-1, {len(ids) - 1}], got {start!r}"
-                )
-            for i in range(params.n):
-                child = params
-                if params.n > 1:
-                    child = SamplingParams(**{**params.__dict__, "n": 1})
-                    if params.seed is not None:
-                        child.seed = params.seed + i
-                inputs.append(
-                    GenerateInput(
-                        rid=r if params.n == 1 else f"{r}-{i}",
-                        input_ids=ids,
-                        params=child,
-                        return_logprob=return_logprob,
-                        logprob_start_len=start,
-                        top_logprobs_num=top_logprobs_num or 0,
-                        return_text_in_logprobs=return_text_in_logprobs,
-                    )
-                )
-        results = {
-            inp.rid: RequestResult(inp.rid, return_logprob, bool(top_logprobs_num))
-            for inp in inputs
-        }
+        batch, inputs = self.input_processor.process(req)
+        top = bool(req.top_logprobs_num)
+        results = {inp.rid: RequestResult(inp.rid, req.return_logprob, top) for inp in inputs}
         return batch, inputs, results
 
-    def _submit(self, inputs: list[GenerateInput], sink: Callable) -> None:
+    def _submit(self, inputs: list[TokenizedGenerateRequest], sink: Callable) -> None:
         """Routes the requests' outputs to `sink((rid, item))` and sends them to the scheduler."""
         with self._routes_lock:
             for inp in inputs:
@@ -282,7 +227,7 @@ class Engine:
             for inp in inputs:
                 self._routes[inp.rid] = sink
         for inp in inputs:
-            self._post(("add", inp))
+            self._post(inp)
 
     def _accept(self, message, results: dict[str, RequestResult]) -> RequestResult:
         """Applies one routed message; an error fails the whole call."""
@@ -337,7 +282,7 @@ class Engine:
     def abort_request(self, rid: str) -> None:
         """Stops a request wherever it is; its caller gets finish_reason `abort`."""
         if not (self._closed or self._dead):
-            self._post(("abort", rid))
+            self._post(AbortRequest(rid))
 
     def abort_all(self) -> None:
         """Aborts every request this client has open."""
@@ -346,54 +291,6 @@ class Engine:
         for rid in rids:
             self.abort_request(rid)
 
-    def _prompt_ids(self, prompt, input_ids) -> tuple[bool, list[list[int]]]:
-        if (prompt is None) == (input_ids is None):
-            raise ValueError("prompt / input_ids: give exactly one of them")
-        if prompt is not None:
-            is_batch = isinstance(prompt, list)
-            texts = prompt if is_batch else [prompt]
-            if not texts or not all(isinstance(p, str) for p in texts):
-                raise ValueError("prompt: must be a string or a non-empty list of strings")
-            encoded = [self.tokenizer.encode(p) for p in texts]
-            if not all(encoded):
-                raise ValueError("prompt: a prompt encodes to no tokens; give some text")
-            return is_batch, encoded
-        vocab = self.vocab_size
-
-        def check(ids) -> list[int]:
-            if not ids or not all(
-                isinstance(t, int) and not isinstance(t, bool) and 0 <= t < vocab for t in ids
-            ):
-                raise ValueError(f"input_ids: must be non-empty lists of token ids in [0, {vocab})")
-            return list(ids)
-
-        if (
-            isinstance(input_ids, list)
-            and input_ids
-            and all(isinstance(x, list) for x in input_ids)
-        ):
-            return True, [check(x) for x in input_ids]
-        return False, [check(input_ids)]
-
-    @staticmethod
-    def _params(sampling_params, n: int) -> list[SamplingParams]:
-        if isinstance(sampling_params, list):
-            if len(sampling_params) != n:
-                raise ValueError(f"sampling_params: got {len(sampling_params)} for {n} prompts")
-            return [SamplingParams.from_dict(p) for p in sampling_params]
-        if sampling_params is not None and not isinstance(sampling_params, dict):
-            raise ValueError("sampling_params: must be a dict or a list of dicts")
-        return [SamplingParams.from_dict(sampling_params) for _ in range(n)]
-
-    @staticmethod
-    def _rids(rid, n: int) -> list[str]:
-        if rid is None:
-            return [uuid.uuid4().hex for _ in range(n)]
-        rids = [rid] if isinstance(rid, str) else list(rid)
-        if len(rids) != n or len(set(rids)) != n:
-            raise ValueError(f"rid: need {n} distinct ids, got {rid!r}")
-        return rids
-
     def _call(self, name: str):
         """Runs a scheduler method between two of its steps and returns its result."""
         ticket = ("call", next(self._tickets))  # never equal to a request id (a str)
@@ -401,7 +298,7 @@ class Engine:
         with self._routes_lock:
             self._routes[ticket] = q.put
         try:
-            self._post(("call", ticket, name))
+            self._post(CallRequest(ticket, name))
             _, value = q.get(timeout=60)
         finally:
             with self._routes_lock:
@@ -425,7 +322,7 @@ class Engine:
         self._closing = True
         try:
             with self._send_lock:
-                self._send.send_pyobj(("shutdown",), flags=zmq.NOBLOCK)
+                self._send.send_pyobj(ShutdownRequest(), flags=zmq.NOBLOCK)
         except zmq.Again:
             pass  # the child is not listening; it is terminated below
         for p in self._procs:

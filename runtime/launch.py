@@ -7,8 +7,10 @@ Ctrl-C or SIGTERM stops the server and its scheduler and detokenizer processes.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
+from runtime.processes import LOG_FORMAT
 from runtime.server_args import ServerArgs
 
 
@@ -20,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ServerArgs.add_cli_args(parser)
     args = ServerArgs.from_cli_args(parser.parse_args(argv))
+    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
 
     from runtime.entrypoints.http_server import serve
 

@@ -45,6 +45,7 @@ class KVPool:
         shape = (size + 1, num_kv_heads, head_dim)
         self.k_buffer = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.v_buffer = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.dtype = dtype
         self._free = torch.arange(1, size + 1, dtype=torch.int64)  # kept on the CPU
         self._num_free = size
 
@@ -74,6 +75,9 @@ class KVPool:
         assert self._num_free + n <= self.size, "KV slots freed twice"
         self._free[self._num_free : self._num_free + n] = indices.to("cpu", torch.int64)
         self._num_free += n
+
+    def get_kv(self, layer_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.k_buffer[layer_id], self.v_buffer[layer_id]
 
     def set_kv(self, layer_id: int, loc: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         self.k_buffer[layer_id][loc] = k.to(self.k_buffer[layer_id].dtype)

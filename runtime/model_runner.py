@@ -9,8 +9,8 @@ import time
 import psutil
 import torch
 
-from kernels.attention import create_backend
-from runtime.forward_batch import ForwardBatch
+from kernels.attention.registry import create_backend
+from kernels.forward_batch import ForwardBatch
 from runtime.layers.packed_linear import (
     PackedLinear,
     pack_linears,
@@ -20,11 +20,9 @@ from runtime.layers.packed_linear import (
 from runtime.memory_pool import KVPool, ReqToTokenPool
 from runtime.model_loader.loader import load_config, load_weights, prepare_model_folder
 from runtime.models import LlamaForCausalLM
-from runtime.server_args import ServerArgs
+from runtime.server_args import SchedulerArgs
 
 logger = logging.getLogger(__name__)
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -38,7 +36,7 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     if device.type == "cpu" and name != "float32":
         raise ValueError(f"dtype: {name} is CUDA-only here; use float32 on the CPU")
-    return _DTYPES[name]
+    return getattr(torch, name)
 
 
 def resolve_attention_backend(name: str, device: torch.device) -> str:
@@ -57,7 +55,7 @@ def resolve_attention_backend(name: str, device: torch.device) -> str:
 
 
 class ModelRunner:
-    def __init__(self, args: ServerArgs) -> None:
+    def __init__(self, args: SchedulerArgs) -> None:
         t0 = time.perf_counter()
         self.args = args
         self.device = resolve_device(args.device)
@@ -141,10 +139,12 @@ class ModelRunner:
         return tokens
 
     @torch.inference_mode()
-    def forward(self, batch: ForwardBatch, logit_rows: torch.Tensor) -> torch.Tensor:
-        """Runs the model; returns float32 logits `[len(logit_rows), vocab]` for the chosen token rows."""
+    def forward(self, batch: ForwardBatch, logit_rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Runs the model; float32 logits `[rows, vocab]` for the token rows `logit_rows`
+        (every row when None, as in decode)."""
         if self.graph_runner is not None and self.graph_runner.can_run(batch):
-            return self.graph_runner.replay(batch)[logit_rows]
+            logits = self.graph_runner.replay(batch)
+            return logits if logit_rows is None else logits[logit_rows]
         self.backend.init_forward_metadata(batch)
         hidden = self.model(batch)
-        return self.model.compute_logits(hidden[logit_rows])
+        return self.model.compute_logits(hidden if logit_rows is None else hidden[logit_rows])

@@ -22,12 +22,16 @@ def spawn(module: str, *argv: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", module, *argv])
 
 
-def child_setup(log_level: str, in_addr: str, out_addr: str, bind_in: bool):
-    """Logging, signals and the two sockets of a pipeline stage (PULL from `in_addr`, PUSH to
+def configure_child_logging(log_level: str) -> None:
+    """Our child processes are our own programs, so they set up their logging themselves."""
+    logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
+
+
+def child_setup(in_addr: str, out_addr: str, bind_in: bool):
+    """Signals and the two sockets of a pipeline stage (PULL from `in_addr`, PUSH to
     `out_addr`); returns (parent pid to watch, zmq context, receive socket, send socket)."""
     import zmq
 
-    logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     ctx = zmq.Context()
     recv = ctx.socket(zmq.PULL)

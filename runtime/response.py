@@ -10,29 +10,10 @@ however long the output grows.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 from runtime.detokenizer import IncrementalDecoder, find_stop, stop_holdback
+from runtime.io_struct import ResultDelta, TokenOutput
 from runtime.sampling.sampling_params import SamplingParams
-from runtime.scheduler.req import ReqOutput
-
-
-@dataclass
-class ResultDelta:
-    """One step's change to one request's result. `text` becomes text[:offset] + delta."""
-
-    rid: str
-    text_offset: int
-    text_delta: str
-    output_ids: list[int]
-    prompt_tokens: int
-    completion_tokens: int
-    cached_tokens: int
-    finish_reason: dict | None = None
-    input_token_logprobs: list | None = None  # sent once, whole
-    input_top_logprobs: list | None = None
-    output_token_logprobs: list = field(default_factory=list)  # for output_ids
-    output_top_logprobs: list = field(default_factory=list)
 
 
 class ResponseBuilder:
@@ -52,14 +33,14 @@ class ResponseBuilder:
         self.decoder = IncrementalDecoder(
             tokenizer, params.skip_special_tokens, params.spaces_between_special_tokens
         )
-        self.last: ReqOutput | None = None
+        self.last: TokenOutput | None = None
         self.sent_text = ""
 
     @property
     def finished(self) -> bool:
         return self.last is not None and self.last.finish_reason is not None
 
-    def add(self, out: ReqOutput) -> ResultDelta:
+    def add(self, out: TokenOutput) -> ResultDelta:
         self.last = out
         ids = out.new_token_ids
         fr = out.finish_reason

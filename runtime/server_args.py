@@ -1,4 +1,9 @@
-"""All settings of a runtime in one dataclass, passed down instead of threading flags."""
+"""Settings in two layers: what the scheduler process needs, and the HTTP server's own on top.
+
+`ServerArgs` is every setting, built from the CLI or from `Engine(**kwargs)`. Only its
+`SchedulerArgs` part crosses to the scheduler process, over its pipe at start-up: the API key,
+host and port never leave the HTTP process.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +11,19 @@ import argparse
 import dataclasses
 from dataclasses import dataclass
 
-SCHEDULE_POLICIES = ("lpm", "dfs-weight", "fcfs", "random")
-ATTENTION_BACKENDS = ("auto", "torch_native", "triton", "flashinfer")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-GRAMMAR_BACKENDS = ("xgrammar", "outlines", "none")
+from kernels.attention.registry import ATTENTION_BACKENDS
+from runtime.constrained.registry import GRAMMAR_BACKENDS
+from runtime.scheduler.schedule_policy import POLICIES
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # torch dtype names, and auto
 
 
 @dataclass
-class ServerArgs:
+class SchedulerArgs:
+    """What the scheduler process (model runner, KV pools, radix cache, grammars) runs with."""
+
     model_path: str | None = None  # None: the embedded default model
     tokenizer_path: str | None = None
-    served_model_name: str | None = None  # None: the model file's or folder's name
-    host: str = "127.0.0.1"
-    port: int = 30000
-    api_key: str | None = None
     device: str = "auto"
     dtype: str = "auto"
     context_length: int | None = None
@@ -50,22 +54,21 @@ class ServerArgs:
             if not ok:
                 raise ValueError(f"{name}: {msg}")
 
-        need(0 <= self.port < 65536, "port", f"must be in [0, 65535], got {self.port}")
         need(self.dtype in DTYPES, "dtype", f"must be one of {DTYPES}, got {self.dtype!r}")
         need(
-            self.attention_backend in ATTENTION_BACKENDS,
+            self.attention_backend in ("auto", *ATTENTION_BACKENDS),
             "attention_backend",
-            f"must be one of {ATTENTION_BACKENDS}, got {self.attention_backend!r}",
+            f"must be one of {('auto', *ATTENTION_BACKENDS)}, got {self.attention_backend!r}",
         )
         need(
             self.grammar_backend in GRAMMAR_BACKENDS,
             "grammar_backend",
-            f"must be one of {GRAMMAR_BACKENDS}, got {self.grammar_backend!r}",
+            f"must be one of {tuple(GRAMMAR_BACKENDS)}, got {self.grammar_backend!r}",
         )
         need(
-            self.schedule_policy in SCHEDULE_POLICIES,
+            self.schedule_policy in POLICIES,
             "schedule_policy",
-            f"must be one of {SCHEDULE_POLICIES}, got {self.schedule_policy!r}",
+            f"must be one of {POLICIES}, got {self.schedule_policy!r}",
         )
         need(self.max_running_requests >= 1, "max_running_requests", "must be >= 1")
         need(self.page_size >= 1, "page_size", "must be >= 1")
@@ -83,6 +86,26 @@ class ServerArgs:
         if self.context_length is not None:
             need(self.context_length >= 16, "context_length", "must be >= 16")
 
+
+@dataclass
+class ServerArgs(SchedulerArgs):
+    """Every setting: the scheduler's, and those that stay in the HTTP process."""
+
+    served_model_name: str | None = None  # None: the model file's or folder's name
+    host: str = "127.0.0.1"
+    port: int = 30000
+    api_key: str | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0 <= self.port < 65536:
+            raise ValueError(f"port: must be in [0, 65535], got {self.port}")
+
+    def scheduler_args(self, **changes) -> SchedulerArgs:
+        """The part the scheduler process gets, with `changes` applied."""
+        names = [f.name for f in dataclasses.fields(SchedulerArgs)]
+        return SchedulerArgs(**{**{n: getattr(self, n) for n in names}, **changes})
+
     @classmethod
     def from_kwargs(cls, **kwargs) -> ServerArgs:
         names = {f.name for f in dataclasses.fields(cls)}
@@ -91,10 +114,10 @@ class ServerArgs:
             raise TypeError(f"unknown server argument(s): {', '.join(unknown)}")
         return cls(**kwargs)
 
-    @staticmethod
-    def add_cli_args(parser: argparse.ArgumentParser) -> None:
+    @classmethod
+    def add_cli_args(cls, parser: argparse.ArgumentParser) -> None:
         """SGLang's flag names; defaults come from the dataclass."""
-        defaults = {f.name: f.default for f in dataclasses.fields(ServerArgs)}
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
         for flag, kind, help_text in _CLI_FLAGS:
             name = flag[2:].replace("-", "_")
             extra = {"choices": _CHOICES[name]} if name in _CHOICES else {}
@@ -113,9 +136,9 @@ class ServerArgs:
 
 _CHOICES = {
     "dtype": DTYPES,
-    "schedule_policy": SCHEDULE_POLICIES,
-    "attention_backend": ATTENTION_BACKENDS,
-    "grammar_backend": GRAMMAR_BACKENDS,
+    "schedule_policy": POLICIES,
+    "attention_backend": ("auto", *ATTENTION_BACKENDS),
+    "grammar_backend": tuple(GRAMMAR_BACKENDS),
 }
 _CLI_FLAGS = [
     (

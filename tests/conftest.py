@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from runtime.forward_batch import ForwardBatch, ForwardMode
+from kernels.forward_batch import ForwardBatch, ForwardMode
 
 CHAT_PROMPTS = [
     "What is the capital of France?",
@@ -57,8 +57,8 @@ def prefill_logits(runner, ids: list[int]) -> torch.Tensor:
             out_cache_loc=kv,
             req_pool_indices=torch.tensor([slot]),
             seq_lens=torch.tensor([len(ids)]),
-            req_to_token_pool=runner.req_to_token_pool,
-            kv_pool=runner.kv_pool,
+            req_to_token=runner.req_to_token_pool.req_to_token,
+            kv_cache=runner.kv_pool,
             seq_lens_cpu=[len(ids)],
             prefix_lens_cpu=[0],
             extend_lens_cpu=[len(ids)],

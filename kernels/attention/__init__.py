@@ -1,5 +1,6 @@
-"""Attention backends share one interface; `create_backend` is the registry."""
+"""Attention backends share one interface; `registry` names them."""
 
-from kernels.attention.backend import AttentionBackend, create_backend
+from kernels.attention.backend import AttentionBackend
+from kernels.attention.registry import ATTENTION_BACKENDS, create_backend
 
-__all__ = ["AttentionBackend", "create_backend"]
+__all__ = ["ATTENTION_BACKENDS", "AttentionBackend", "create_backend"]

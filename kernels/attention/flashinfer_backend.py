@@ -75,8 +75,7 @@ class FlashInferBackend(AttentionBackend):
     def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int, device) -> None:
         import flashinfer  # needs CUDA; never imported on the CPU path
 
-        self.device = torch.device(device)
-        self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
+        super().__init__(num_heads, num_kv_heads, head_dim, device)
         self.scale = head_dim**-0.5
         self.workspace = torch.empty(WORKSPACE_BYTES, dtype=torch.uint8, device=self.device)
         self.prefill = flashinfer.BatchPrefillWithPagedKVCacheWrapper(self.workspace, "NHD")
@@ -86,12 +85,12 @@ class FlashInferBackend(AttentionBackend):
         self.cascade = flashinfer.MultiLevelCascadeAttentionWrapper(2, self.workspace, "NHD")
 
     def _plan_args(self, batch) -> tuple[tuple[int, int, int, int], dict]:
-        dtype = batch.kv_pool.k_buffer[0].dtype
+        dtype = batch.kv_cache.dtype
         shape = (self.num_heads, self.num_kv_heads, self.head_dim, 1)  # page size 1
         return shape, {"q_data_type": dtype, "kv_data_type": dtype, "sm_scale": self.scale}
 
     def init_forward_metadata(self, batch) -> None:
-        table = batch.req_to_token_pool.req_to_token
+        table = batch.req_to_token
         seq_lens = batch.seq_lens_cpu
         shape, types = self._plan_args(batch)
         if not batch.is_decode or not batch.prefix_groups:
@@ -126,17 +125,15 @@ class FlashInferBackend(AttentionBackend):
         batch.attn_metadata = ("cascade", perm)
 
     def _kv(self, batch, layer) -> tuple[torch.Tensor, torch.Tensor]:
-        pool = batch.kv_pool
-        k = pool.k_buffer[layer.layer_id]
-        v = pool.v_buffer[layer.layer_id]
+        k, v = batch.kv_cache.get_kv(layer.layer_id)
         return k.view(k.shape[0], 1, *k.shape[1:]), v.view(v.shape[0], 1, *v.shape[1:])
 
     def forward_extend(self, q, k, v, layer, batch) -> torch.Tensor:
-        batch.kv_pool.set_kv(layer.layer_id, batch.out_cache_loc, k, v)
+        batch.kv_cache.set_kv(layer.layer_id, batch.out_cache_loc, k, v)
         return self.prefill.run(q.contiguous(), self._kv(batch, layer))
 
     def forward_decode(self, q, k, v, layer, batch) -> torch.Tensor:
-        batch.kv_pool.set_kv(layer.layer_id, batch.out_cache_loc, k, v)
+        batch.kv_cache.set_kv(layer.layer_id, batch.out_cache_loc, k, v)
         kind, perm = batch.attn_metadata
         if kind == "decode":
             return self.decode.run(q.contiguous(), self._kv(batch, layer))

@@ -40,7 +40,7 @@ class TorchNativeBackend(AttentionBackend):
             batch.attn_metadata = None
             return
         seq_lens = batch.seq_lens_cpu
-        table = batch.req_to_token_pool.req_to_token
+        table = batch.req_to_token
         kv = table[batch.req_pool_indices, : max(seq_lens)]  # [B, L]
         shared, groups = [0] * len(seq_lens), []
         for rows, length in batch.prefix_groups:
@@ -58,10 +58,10 @@ class TorchNativeBackend(AttentionBackend):
         batch.attn_metadata = _DecodeMeta(kv.gather(1, pos), mask[:, None, None, :], groups)
 
     def forward_decode(self, q, k, v, layer, batch) -> torch.Tensor:
-        pool = batch.kv_pool
+        pool = batch.kv_cache
         pool.set_kv(layer.layer_id, batch.out_cache_loc, k, v)
         meta: _DecodeMeta = batch.attn_metadata
-        k_buf, v_buf = pool.k_buffer[layer.layer_id], pool.v_buffer[layer.layer_id]
+        k_buf, v_buf = pool.get_kv(layer.layer_id)
         b, h, d = q.shape
         hkv = layer.num_kv_heads
         # Grouped-query attention without copying K/V per head: a KV head's query heads are
@@ -89,10 +89,10 @@ class TorchNativeBackend(AttentionBackend):
         return out.reshape(b, h, d)
 
     def forward_extend(self, q, k, v, layer, batch) -> torch.Tensor:
-        pool = batch.kv_pool
+        pool = batch.kv_cache
         pool.set_kv(layer.layer_id, batch.out_cache_loc, k, v)
-        table = batch.req_to_token_pool.req_to_token
-        k_buf, v_buf = pool.k_buffer[layer.layer_id], pool.v_buffer[layer.layer_id]
+        table = batch.req_to_token
+        k_buf, v_buf = pool.get_kv(layer.layer_id)
         out = torch.empty_like(q)
         start = 0
         gqa = layer.num_heads != layer.num_kv_heads

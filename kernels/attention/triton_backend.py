@@ -86,8 +86,7 @@ def target_programs(device: torch.device) -> int:
 
 class TritonBackend(AttentionBackend):
     def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int, device) -> None:
-        self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
-        self.device = torch.device(device)
+        super().__init__(num_heads, num_kv_heads, head_dim, device)
         self.target_programs = target_programs(self.device)
         self.rows_per_item = max(1, MAX_BLOCK_M // (num_heads // num_kv_heads))
 
@@ -96,7 +95,7 @@ class TritonBackend(AttentionBackend):
         return host.to(self.device, non_blocking=True)
 
     def init_forward_metadata(self, batch) -> None:
-        table = batch.req_to_token_pool.req_to_token
+        table = batch.req_to_token
         seq_lens = batch.seq_lens_cpu
         if not batch.is_decode:
             kv_indptr, kv_indices = ragged_kv_indices(
@@ -194,7 +193,7 @@ class TritonBackend(AttentionBackend):
 
     def fill_cuda_graph_metadata(self, batch, cascade: bool) -> None:
         seq_lens = batch.seq_lens_cpu
-        table = batch.req_to_token_pool.req_to_token
+        table = batch.req_to_token
         groups = batch.prefix_groups if cascade else []
         indptr, indices = ragged_kv_indices(
             table, batch.req_pool_indices, shared_prefix_lens(len(seq_lens), groups), seq_lens
@@ -214,13 +213,12 @@ class TritonBackend(AttentionBackend):
         self.graph_shared_kv_indices[: kv_indices.numel()].copy_(kv_indices)
 
     def forward_decode(self, q, k, v, layer, batch) -> torch.Tensor:
-        pool = batch.kv_pool
+        pool = batch.kv_cache
         pool.set_kv(layer.layer_id, batch.out_cache_loc, k, v)
         meta: _DecodeMeta = batch.attn_metadata
         out, _ = cascade_decode_attention(
             q,
-            pool.k_buffer[layer.layer_id],
-            pool.v_buffer[layer.layer_id],
+            *pool.get_kv(layer.layer_id),
             meta.own,
             meta.shared,
             layer.scaling,
@@ -228,13 +226,12 @@ class TritonBackend(AttentionBackend):
         return out
 
     def forward_extend(self, q, k, v, layer, batch) -> torch.Tensor:
-        pool = batch.kv_pool
+        pool = batch.kv_cache
         pool.set_kv(layer.layer_id, batch.out_cache_loc, k, v)
         meta: _ExtendMeta = batch.attn_metadata
         return extend_attention(
             q,
-            pool.k_buffer[layer.layer_id],
-            pool.v_buffer[layer.layer_id],
+            *pool.get_kv(layer.layer_id),
             meta.qo_indptr,
             meta.kv_indptr,
             meta.kv_indices,

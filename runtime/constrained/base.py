@@ -8,6 +8,7 @@ matcher set its bits in one int32 bitmask (32 tokens a word) and masks the batch
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -18,32 +19,36 @@ logger = logging.getLogger(__name__)
 CONSTRAINT_KINDS = ("regex", "json_schema", "ebnf")
 
 
-class GrammarMatcher:
-    """One request's position in its grammar."""
+class GrammarMatcher(ABC):
+    """One request's position in its grammar. The scheduler owns it: it fills the mask before
+    each sampling step, then accepts the sampled token (or rolls back forced ones)."""
 
+    @abstractmethod
     def fill_bitmask(self, bitmask: torch.Tensor, row: int) -> None:
         """Sets the bits of the tokens allowed next in bitmask[row] (cleared by the caller)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def accept_token(self, token_id: int) -> bool:
         """Advances past a token; False (and no change) when the grammar does not allow it."""
-        raise NotImplementedError
 
+    @abstractmethod
     def is_terminated(self) -> bool:
         """The grammar has ended: only the end-of-sequence token could follow."""
-        raise NotImplementedError
 
+    @abstractmethod
     def jump_forward_string(self) -> str:
         """Text the grammar forces next whatever the model would pick ('' when none)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def rollback(self, num_tokens: int) -> None:
         """Forgets the last accepted tokens."""
-        raise NotImplementedError
 
 
-class GrammarBackend:
-    """Compiles specs for one tokenizer. `compile` raises ValueError for a bad spec."""
+class GrammarBackend(ABC):
+    """Compiles specs for one tokenizer. `compile(kind, spec)` (kind in CONSTRAINT_KINDS) runs
+    on the cache's worker thread, returns an immutable compiled grammar that many requests share,
+    and raises ValueError naming what is wrong with a bad spec; `matcher(compiled)` is cheap and
+    makes the per-request state."""
 
     name = ""
 
@@ -51,11 +56,13 @@ class GrammarBackend:
         self.tokenizer = tokenizer
         self.vocab_size = vocab_size
 
+    @abstractmethod
     def compile(self, kind: str, spec: str):
-        raise NotImplementedError
+        """The compiled grammar; ValueError for a spec that does not compile."""
 
+    @abstractmethod
     def matcher(self, compiled) -> GrammarMatcher:
-        raise NotImplementedError
+        """A fresh matcher at the start of the grammar."""
 
 
 class GrammarCache:
@@ -91,20 +98,7 @@ def allocate_bitmask(batch: int, vocab_size: int) -> torch.Tensor:
     return torch.zeros(batch, bitmask_width(vocab_size), dtype=torch.int32)
 
 
-def set_allowed_bits(bitmask: torch.Tensor, row: int, token_ids: torch.Tensor) -> None:
-    """Sets the bits of `token_ids` (int64) in bitmask[row], for backends that list tokens."""
-    words = torch.zeros(bitmask.shape[1] * 32, dtype=torch.bool)
-    words[token_ids] = True
-    bitmask[row] = bits_to_words(words.view(-1, 32))
-
-
 _SHIFTS = torch.arange(32, dtype=torch.int64)
-
-
-def bits_to_words(bits: torch.Tensor) -> torch.Tensor:
-    """[n, 32] bool -> [n] int32 words, bit i of word w standing for token 32 * w + i."""
-    words = (bits.to(torch.int64) << _SHIFTS).sum(-1)
-    return torch.where(words >= 1 << 31, words - (1 << 32), words).to(torch.int32)
 
 
 def allowed_mask(bitmask: torch.Tensor, vocab_size: int) -> torch.Tensor:
@@ -114,15 +108,15 @@ def allowed_mask(bitmask: torch.Tensor, vocab_size: int) -> torch.Tensor:
     return bits.bool().reshape(bitmask.shape[0], -1)[:, :vocab_size]
 
 
-def create_grammar_backend(name: str, tokenizer, vocab_size: int) -> GrammarBackend | None:
-    if name == "none":
+def batch_allowed_mask(matchers: list, vocab_size: int) -> torch.Tensor | None:
+    """[batch, vocab] bool of what each row's matcher allows (everything where it is None);
+    None when no row is constrained."""
+    constrained = [i for i, m in enumerate(matchers) if m is not None]
+    if not constrained:
         return None
-    if name == "xgrammar":
-        from runtime.constrained.xgrammar_backend import XGrammarBackend
-
-        return XGrammarBackend(tokenizer, vocab_size)
-    if name == "outlines":
-        from runtime.constrained.outlines_backend import OutlinesBackend
-
-        return OutlinesBackend(tokenizer, vocab_size)
-    raise ValueError(f"grammar_backend: unknown backend {name!r}")
+    bitmask = allocate_bitmask(len(constrained), vocab_size)
+    for row, i in enumerate(constrained):
+        matchers[i].fill_bitmask(bitmask, row)
+    allowed = torch.ones(len(matchers), vocab_size, dtype=torch.bool)
+    allowed[constrained] = allowed_mask(bitmask, vocab_size)
+    return allowed

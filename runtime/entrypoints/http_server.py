@@ -28,6 +28,7 @@ from runtime.entrypoints.http_utils import (
 )
 from runtime.entrypoints.metrics import Metrics
 from runtime.entrypoints.openai_api import openai_router
+from runtime.io_struct import GenerateRequest
 from runtime.model_loader.loader import default_model_path
 from runtime.server_args import ServerArgs
 
@@ -35,25 +36,18 @@ logger = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
 
-# /generate fields: name -> accepted types (None: any, checked by the Engine)
-GENERATE_FIELDS = {
-    "text": None,
-    "input_ids": None,
-    "sampling_params": None,
-    "rid": None,
-    "stream": (bool,),
-    "return_logprob": (bool,),
-    "return_text_in_logprobs": (bool,),
-    "logprob_start_len": None,
-    "top_logprobs_num": None,
-}
+# The /generate body is a GenerateRequest whose `prompt` is called `text`.
+GENERATE_FIELDS = [
+    "text" if f.name == "prompt" else f.name for f in dataclasses.fields(GenerateRequest)
+]
+BOOL_FIELDS = {"stream", "return_logprob", "return_text_in_logprobs"}  # the rest: the Engine checks
 # Fields SGLang's clients may send that ask for nothing here when empty or off.
 IGNORED_WHEN_EMPTY = {"image_data", "modalities", "lora_path", "log_metrics", "session_params"}
 
 
-def generate_kwargs(body: dict) -> dict:
-    """Maps a /generate body to `Engine.async_generate` keywords, naming any bad field."""
-    kwargs = {}
+def generate_request(body: dict) -> GenerateRequest:
+    """Maps a /generate body to a `GenerateRequest`, naming any bad field."""
+    fields = {}
     for name, value in body.items():
         if name in IGNORED_WHEN_EMPTY:
             if value not in (None, False, [], {}, "") and name != "log_metrics":
@@ -63,15 +57,14 @@ def generate_kwargs(body: dict) -> dict:
             raise APIError(
                 400, f"{name}: unknown field (known: {', '.join(GENERATE_FIELDS)})", name
             )
-        types = GENERATE_FIELDS[name]
         if value is None:
             continue
-        if types and not isinstance(value, types):
+        if name in BOOL_FIELDS and not isinstance(value, bool):
             raise APIError(400, f"{name}: must be true or false, got {value!r}", name)
-        kwargs["prompt" if name == "text" else name] = value
-    if "prompt" not in kwargs and "input_ids" not in kwargs:
+        fields["prompt" if name == "text" else name] = value
+    if "prompt" not in fields and "input_ids" not in fields:
         raise APIError(400, "text: give `text` or `input_ids`", "text")
-    return kwargs
+    return GenerateRequest(**fields)
 
 
 def native_error(e: ValueError) -> str:
@@ -164,9 +157,7 @@ def create_app(engine: Engine, args: ServerArgs) -> FastAPI:
         }
 
     def server_info() -> dict:
-        info = {**engine.get_server_info(), "version": VERSION}
-        info.pop("api_key", None)
-        return info
+        return {**engine.get_server_info(), "version": VERSION}
 
     app.get("/get_server_info")(server_info)
     app.get("/server_info")(server_info)
@@ -190,12 +181,12 @@ def create_app(engine: Engine, args: ServerArgs) -> FastAPI:
 
     @app.post("/generate")
     async def generate(request: Request):
-        kwargs = generate_kwargs(await read_json(request))
+        req = generate_request(await read_json(request))
         try:
-            if kwargs.pop("stream", False):
-                chunks = await engine.async_generate(**kwargs, stream=True)
+            if req.stream:
+                chunks = await engine.async_generate_request(req)
                 return await sse_response(chunks, lambda chunk: [chunk])
-            return await until_disconnect(request, engine.async_generate(**kwargs))
+            return await until_disconnect(request, engine.async_generate_request(req))
         except ValueError as e:
             raise APIError(400, native_error(e)) from None
 

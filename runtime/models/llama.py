@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from runtime.forward_batch import ForwardBatch
+from kernels.forward_batch import ForwardBatch
 from runtime.layers.attention import PagedAttention
 from runtime.layers.rmsnorm import RMSNorm
 from runtime.layers.rotary import RotaryEmbedding

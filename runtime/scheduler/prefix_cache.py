@@ -7,6 +7,8 @@ the rest are its own until it hands them over.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 
 from radix import RadixCache
@@ -15,7 +17,15 @@ from runtime.memory_pool import KVPool, ReqToTokenPool
 _EMPTY = torch.empty(0, dtype=torch.int64)
 
 
-class PrefixCache:
+class PrefixCache(ABC):
+    """What the scheduler asks of a prefix cache over the KV pool.
+
+    The cache owns the slots it holds; a request owns the rest of its table. A request's first
+    `cache_owned_len` slots are the cache's and stay valid while the request holds the lock on
+    `prefix_handle`; locked slots are never evicted. `evict` and the caching calls free slots
+    into the KV pool themselves, so the three-way accounting (free, cached, held) stays whole.
+    """
+
     def __init__(self, req_to_token_pool: ReqToTokenPool, kv_pool: KVPool) -> None:
         self.req_to_token_pool = req_to_token_pool
         self.kv_pool = kv_pool
@@ -23,39 +33,44 @@ class PrefixCache:
     def _slots(self, req) -> torch.Tensor:
         return self.req_to_token_pool.req_to_token[req.req_pool_idx, : req.kv_len].cpu()
 
+    @abstractmethod
     def match_prefix(self, token_ids: list[int]) -> tuple[torch.Tensor, object]:
-        """Longest cached prefix of `token_ids`: (its KV slots, a handle to lock)."""
-        raise NotImplementedError
+        """Longest cached prefix of `token_ids`: (its KV slots, a handle to lock). Matching
+        does not lock: the caller locks the handle before it relies on the slots."""
 
+    @abstractmethod
     def inc_lock_ref(self, handle) -> None:
-        raise NotImplementedError
+        """Protects the handle's path from eviction (counted: lock once per user)."""
 
+    @abstractmethod
     def dec_lock_ref(self, handle) -> None:
-        raise NotImplementedError
+        """Undoes one `inc_lock_ref`."""
 
+    @abstractmethod
     def cache_unfinished_req(self, req) -> None:
-        """Shares the request's KV so far while it keeps running."""
-        raise NotImplementedError
+        """Shares the request's KV so far while it keeps running: afterwards the cache owns its
+        first `cache_owned_len` slots (duplicates freed) and the request locks them."""
 
+    @abstractmethod
     def cache_finished_req(self, req) -> None:
-        """The request lets go of its KV: the cache keeps what it can, the rest is freed."""
-        raise NotImplementedError
+        """The request lets go of its KV and its lock: the cache keeps what it can, the rest
+        is freed."""
 
+    @abstractmethod
     def evict(self, num_tokens: int) -> int:
         """Frees at least `num_tokens` unlocked slots if it can; returns how many were freed."""
-        raise NotImplementedError
 
+    @abstractmethod
     def evictable_size(self) -> int:
-        raise NotImplementedError
+        """Slots held and not locked: room that admission may count on."""
 
-    def protected_size(self) -> int:
-        raise NotImplementedError
-
+    @abstractmethod
     def total_size(self) -> int:
-        raise NotImplementedError
+        """Every slot the cache holds, locked or not."""
 
+    @abstractmethod
     def reset(self) -> None:
-        raise NotImplementedError
+        """Frees everything; only valid while no request holds a lock."""
 
 
 class NoPrefixCache(PrefixCache):
@@ -80,9 +95,6 @@ class NoPrefixCache(PrefixCache):
         return 0
 
     def evictable_size(self) -> int:
-        return 0
-
-    def protected_size(self) -> int:
         return 0
 
     def total_size(self) -> int:
@@ -141,9 +153,6 @@ class RadixPrefixCache(PrefixCache):
 
     def evictable_size(self) -> int:
         return self.tree.evictable_size()
-
-    def protected_size(self) -> int:
-        return self.tree.protected_size()
 
     def total_size(self) -> int:
         return self.tree.total_size()

@@ -1,64 +1,15 @@
-"""A request as the scheduler sees it, and the outputs it emits per step."""
+"""A request as the scheduler sees it: its tokens, its place in the KV pool, when it is done."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 
 from runtime.detokenizer import IncrementalDecoder, find_stop
-from runtime.sampling.sampling_params import SamplingParams
-
-
-@dataclass
-class FinishReason:
-    type: str  # "stop" | "length" | "abort"
-    matched: int | str | None = None
-    length: int | None = None
-    message: str | None = None
-
-    def to_dict(self) -> dict:
-        d: dict = {"type": self.type}
-        if self.type == "stop":
-            d["matched"] = self.matched
-        elif self.type == "length":
-            d["length"] = self.length
-        elif self.message:
-            d["message"] = self.message
-        return d
-
-
-@dataclass
-class GenerateInput:
-    """What a caller submits: tokens already made, parameters already validated."""
-
-    rid: str
-    input_ids: list[int]
-    params: SamplingParams
-    return_logprob: bool = False
-    logprob_start_len: int = -1  # -1: no input logprobs
-    top_logprobs_num: int = 0
-    return_text_in_logprobs: bool = False  # read by the detokenizer
-
-
-@dataclass
-class ReqOutput:
-    """One step's news about one request."""
-
-    rid: str
-    new_token_ids: list[int]
-    prompt_tokens: int
-    completion_tokens: int
-    cached_tokens: int
-    finish_reason: FinishReason | None = None
-    input_token_logprobs: list | None = None  # [(logprob | None, token_id)], sent once
-    input_top_logprobs: list | None = None
-    output_token_logprobs: list | None = None  # for new_token_ids
-    output_top_logprobs: list | None = None
+from runtime.io_struct import FinishReason, TokenizedGenerateRequest
 
 
 class Req:
-    def __init__(self, inp: GenerateInput, tokenizer, eos_ids: set[int]) -> None:
+    def __init__(self, inp: TokenizedGenerateRequest, tokenizer, eos_ids: set[int]) -> None:
         self.rid = inp.rid
         self.input_ids = inp.input_ids
         self.params = inp.params

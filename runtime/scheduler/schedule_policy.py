@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+from radix import dfs_weight_order
 from runtime.scheduler.prefix_cache import PrefixCache
 
 POLICIES = ("lpm", "dfs-weight", "fcfs", "random")
@@ -35,29 +36,5 @@ class SchedulePolicy:
         if policy == "lpm":
             order = sorted(range(len(waiting)), key=lambda i: -len(matches[i][0]))  # stable
             return [waiting[i] for i in order]
-        return self._dfs_weight(waiting, [node for _, node in matches])
-
-    @staticmethod
-    def _dfs_weight(waiting: list, ends: list) -> list:
-        """Walks the tree heaviest subtree first (weight: waiting requests below a node), so
-        requests that share a prefix run together while it is cached."""
-        by_node: dict[int, list] = {}
-        weight: dict[int, int] = {}
-        nodes = {}
-        for req, node in zip(waiting, ends):
-            by_node.setdefault(id(node), []).append(req)
-            while node is not None:
-                weight[id(node)] = weight.get(id(node), 0) + 1
-                nodes[id(node)] = node
-                node = node.parent
-        root = next((n for n in nodes.values() if n.parent is None), None)
-        if root is None:  # no tree: arrival order
-            return list(waiting)
-        out: list = []
-        stack = [root]
-        while stack:
-            node = stack.pop()
-            out.extend(by_node.get(id(node), []))
-            kids = [c for c in node.children.values() if id(c) in weight]
-            stack.extend(sorted(kids, key=lambda c: weight[id(c)]))  # heaviest popped first
-        return out
+        ends = [node for _, node in matches]
+        return [waiting[i] for i in dfs_weight_order(ends)]

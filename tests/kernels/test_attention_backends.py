@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels.attention.backend import create_backend
-from runtime.forward_batch import ForwardBatch, ForwardMode
+from kernels.attention.registry import create_backend
+from kernels.forward_batch import ForwardBatch, ForwardMode
 from runtime.layers.attention import PagedAttention
 from runtime.memory_pool import KVPool, ReqToTokenPool
 from tests.kernels import fake_flashinfer
@@ -68,8 +68,8 @@ def make_batch(mode, pools, reqs, chunks, slot_of):
         out_cache_loc=torch.cat(locs).to(DEVICE),
         req_pool_indices=torch.tensor([slot_of[r] for r in reqs], device=DEVICE),
         seq_lens=torch.tensor(seq, device=DEVICE),
-        req_to_token_pool=r2t,
-        kv_pool=kv,
+        req_to_token=r2t.req_to_token,
+        kv_cache=kv,
         seq_lens_cpu=seq,
         prefix_lens_cpu=[s for s, _ in chunks],
         extend_lens_cpu=[n for _, n in chunks],
@@ -157,8 +157,8 @@ def test_decode_with_shared_prefixes_matches_dense(backend_name, layout, dtype, 
         out_cache_loc=torch.stack([s[-1] for s in rows]).to(DEVICE),
         req_pool_indices=torch.arange(6, device=DEVICE),
         seq_lens=torch.tensor(seq, device=DEVICE),
-        req_to_token_pool=r2t,
-        kv_pool=kv,
+        req_to_token=r2t.req_to_token,
+        kv_cache=kv,
         seq_lens_cpu=seq,
         prefix_groups=groups,
     )

@@ -18,8 +18,8 @@ DEVICE = "cuda" if CUDA else "cpu"
 if not CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+from kernels.forward_batch import ForwardBatch, ForwardMode  # noqa: E402
 from runtime.cuda_graph_runner import CudaGraphRunner, capture_sizes  # noqa: E402
-from runtime.forward_batch import ForwardBatch, ForwardMode  # noqa: E402
 from runtime.model_runner import ModelRunner  # noqa: E402
 from runtime.server_args import ServerArgs  # noqa: E402
 
@@ -52,8 +52,8 @@ def _batch(runner, mode, ids, positions, locs, rows, seq_lens, prefix=None, ext=
         out_cache_loc=locs.to(DEVICE),
         req_pool_indices=torch.tensor(rows, device=DEVICE),
         seq_lens=torch.tensor(seq_lens, device=DEVICE),
-        req_to_token_pool=runner.req_to_token_pool,
-        kv_pool=runner.kv_pool,
+        req_to_token=runner.req_to_token_pool.req_to_token,
+        kv_cache=runner.kv_pool,
         seq_lens_cpu=seq_lens,
         prefix_lens_cpu=prefix or [],
         extend_lens_cpu=ext or [],

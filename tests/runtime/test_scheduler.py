@@ -6,10 +6,10 @@ import logging
 
 import pytest
 
+from runtime.io_struct import TokenizedGenerateRequest
 from runtime.model_loader.loader import load_tokenizer
 from runtime.model_runner import ModelRunner
 from runtime.sampling import SamplingParams
-from runtime.scheduler.req import GenerateInput
 from runtime.scheduler.scheduler import Scheduler
 from runtime.server_args import ServerArgs
 
@@ -17,7 +17,7 @@ from runtime.server_args import ServerArgs
 def run_all(sched: Scheduler, prompts: list[list[int]], new_tokens: int) -> dict[str, list[int]]:
     for i, ids in enumerate(prompts):
         sched.add_request(
-            GenerateInput(
+            TokenizedGenerateRequest(
                 f"r{i}",
                 ids,
                 SamplingParams(temperature=0, max_new_tokens=new_tokens, ignore_eos=True),
@@ -46,9 +46,9 @@ def test_retraction_is_logged_and_changes_nothing(parts, caplog):
         alone[f"r{i}"] = run_all(sched, [ids], 40)["r0"]
         assert sched.flush_cache()  # the next scheduler starts from an empty pool
     sched = Scheduler(runner, tok, {tok.eos_token_id})
-    with caplog.at_level(logging.INFO, logger="runtime.scheduler.scheduler"):
+    with caplog.at_level(logging.INFO, logger="runtime.scheduler.memory"):
         together = run_all(sched, prompts, 40)
-    assert sched.stats["retractions"] > 0
+    assert sched.stats.retractions > 0
     assert any("retracted request" in r.getMessage() for r in caplog.records)
     assert together == alone
     assert sched.flush_cache() and runner.kv_pool.available_size() == 160

@@ -19,10 +19,10 @@ def test_constrained_requests_under_memory_pressure(jump_forward):
     """Driven in this process on a 160-slot pool: five JSON requests cannot all fit. Decoding
     token by token, some are retracted mid-output and resumed with their grammar state; with
     jump-forward, re-queueing through the cache relieves the pool instead."""
+    from runtime.io_struct import TokenizedGenerateRequest
     from runtime.model_loader.loader import load_tokenizer
     from runtime.model_runner import ModelRunner
     from runtime.sampling import SamplingParams
-    from runtime.scheduler.req import GenerateInput
     from runtime.scheduler.scheduler import Scheduler
     from runtime.server_args import ServerArgs
 
@@ -32,12 +32,12 @@ def test_constrained_requests_under_memory_pressure(jump_forward):
     runner = ModelRunner(args)
     tok = load_tokenizer(runner.model_folder)
     sched = Scheduler(runner, tok, {tok.eos_token_id})
-    sched.new_token_ratio = 0.1  # admit optimistically, as after a long calm period
+    sched.memory.new_token_ratio = 0.1  # admit optimistically, as after a long calm period
     cases = [SCHEMAS[i] for i in (2, 8, 12, 16, 18)]
     for i, (prompt, schema) in enumerate(cases):
         params = SamplingParams(temperature=0, max_new_tokens=100, json_schema=json.dumps(schema))
         sched.add_request(
-            GenerateInput(f"r{i}", tok.encode(f"{prompt}\nAnswer in JSON:\n"), params)
+            TokenizedGenerateRequest(f"r{i}", tok.encode(f"{prompt}\nAnswer in JSON:\n"), params)
         )
     out: dict[str, list[int]] = {}
     while sched.has_work():
@@ -45,9 +45,9 @@ def test_constrained_requests_under_memory_pressure(jump_forward):
             out.setdefault(o.rid, []).extend(o.new_token_ids)
         sched.check_memory()
     if jump_forward:
-        assert sched.stats["jump_forward_tokens"] > 0
+        assert sched.stats.jump_forward_tokens > 0
     else:
-        assert sched.stats["retractions"] > 0, "the pool was large enough; this proves nothing"
+        assert sched.stats.retractions > 0, "the pool was large enough; this proves nothing"
     for i, (_, schema) in enumerate(cases):
         jsonschema.validate(json.loads(tok.decode(out[f"r{i}"], skip_special_tokens=True)), schema)
     assert sched.flush_cache() and runner.kv_pool.available_size() == 160

@@ -1,0 +1,32 @@
+"""The decode batch: one new token for every running request.
+
+Requests that hold one radix prefix of at least `CASCADE_MIN_PREFIX` tokens are grouped, so the
+attention backend reads that prefix once for the whole group (cascade attention).
+"""
+
+from __future__ import annotations
+
+from kernels.forward_batch import ForwardBatch, ForwardMode
+from radix import shared_prefix_groups
+from runtime.batch_builder import BatchBuilder
+from runtime.scheduler.memory import MemoryManager
+from runtime.scheduler.req import Req
+
+CASCADE_MIN_PREFIX = 16
+
+
+def decode_batch(reqs: list[Req], memory: MemoryManager, builder: BatchBuilder) -> ForwardBatch:
+    slots = memory.alloc_kv(len(reqs))
+    kv_lens = [r.kv_len for r in reqs]
+    fb = builder.build(
+        ForwardMode.DECODE,
+        [r.output_ids[-1] for r in reqs],
+        kv_lens,
+        slots,
+        [r.req_pool_idx for r in reqs],
+        [n + 1 for n in kv_lens],
+    )
+    if len(reqs) > 1:
+        handles = [r.prefix_handle for r in reqs]
+        fb.prefix_groups = shared_prefix_groups(handles, CASCADE_MIN_PREFIX)
+    return fb
