@@ -149,7 +149,8 @@ def headline_ratios(records: list[dict]) -> dict[str, float]:
         vals = [v for v in vals if v]
         if not ours or not vals:
             continue
-        out[row.title] = ours / max(vals) if row.higher_better else min(vals) / ours
+        name = row.title.replace(" (lower is better)", "")
+        out[name] = ours / max(vals) if row.higher_better else min(vals) / ours
     return out
 
 

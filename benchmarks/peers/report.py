@@ -7,6 +7,9 @@ import json
 import statistics
 from dataclasses import dataclass
 
+# the frontend workloads in the order the table shows them (peers.programs.PROGRAM_WORKLOADS)
+PROGRAM_ORDER = ("mmlu", "hellaswag", "chat-short", "chat-long", "tot", "agent")
+
 
 @dataclass(frozen=True)
 class Row:
@@ -64,7 +67,7 @@ def default_rows(records: list[dict]) -> list[Row]:
     titles = {
         "decode": ("tokens_per_s", "decode, {} concurrent x 128 tokens: tokens/s", True),
         "prefill": ("prompt_tokens_per_s", "prefill, 8 x 2,000-token prompts: tokens/s", True),
-        "rss": ("rss_mib", "resident memory after the run, MiB", False),
+        "rss": ("rss_mib", "resident memory after the run, MiB (lower is better)", False),
     }
     levels = sorted({(r["workload"], r["level"] or 0) for r in records})
     rows: list[Row] = []
@@ -76,7 +79,13 @@ def default_rows(records: list[dict]) -> list[Row]:
         elif w == "shared":
             rows.append(Row(w, level, "req_per_s", f"shared prefix, {level} clients: req/s"))
             rows.append(
-                Row(w, level, "ttft_p50_s", f"shared prefix, {level} clients: TTFT p50 s", False)
+                Row(
+                    w,
+                    level,
+                    "ttft_p50_s",
+                    f"shared prefix, {level} clients: TTFT p50 s (lower is better)",
+                    False,
+                )
             )
         elif w == "json":
             rows.append(Row(w, level, "programs_per_s", "JSON with a schema: req/s"))
@@ -84,7 +93,9 @@ def default_rows(records: list[dict]) -> list[Row]:
         elif w.startswith("prog:"):
             name = w.removeprefix("prog:")
             rows.append(Row(w, level, "programs_per_s", f"{name}: programs/s"))
-            rows.append(Row(w, level, "latency_p50_s", f"{name}: latency p50 s", False))
+            rows.append(
+                Row(w, level, "latency_p50_s", f"{name}: latency p50 s (lower is better)", False)
+            )
             if any(r["workload"] == w and "accuracy" in r["metrics"] for r in records):
                 rows.append(Row(w, level, "accuracy", f"{name}: accuracy"))
     order = ["decode", "prefill", "shared", "prog:", "json", "rss"]

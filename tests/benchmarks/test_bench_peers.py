@@ -71,9 +71,9 @@ def test_table_rows_and_ratios():
         "| 14.0 | 35.0 | 80.0 | 0.17x |"
     )
     assert row["shared prefix, 16 clients: req/s"].endswith("| 1.50x |")
-    assert row["shared prefix, 16 clients: TTFT p50 s"].endswith("| 0.50x |")
+    assert row["shared prefix, 16 clients: TTFT p50 s (lower is better)"].endswith("| 0.50x |")
     assert row["mmlu: accuracy"].endswith("| 0.50 | 0.25 |  |  |")  # results, not speed: no ratio
-    assert row["resident memory after the run, MiB"].endswith("| 0.30x |")
+    assert row["resident memory after the run, MiB (lower is better)"].endswith("| 0.30x |")
     assert "other processes' CPU" in lines[-1] and "0.20" in lines[-1]
 
 
