@@ -102,7 +102,8 @@ def plot_all(records: list[dict], out_dir: str) -> list[str]:
         _lines(axes[1], records, "shared", "req_per_s", "Shared-prefix load: throughput",
                "clients", "requests/s")  # fmt: skip
         _lines(axes[2], records, "shared", "ttft_p50_s", "Shared-prefix load: TTFT p50",
-               "clients", "seconds (lower is better)")  # fmt: skip
+               "clients", "seconds, log scale (lower is better)")  # fmt: skip
+        axes[2].set_yscale("log")
         save(fig, "serving.png")
     progs = sorted(w for w in have if w.startswith("prog:")) + (["json"] if "json" in have else [])
     if progs:
@@ -122,13 +123,14 @@ def plot_all(records: list[dict], out_dir: str) -> list[str]:
         fig, ax = plt.subplots(figsize=(8, 0.35 * len(headline) + 1.2))
         names = list(headline)
         vals = [headline[n] for n in names]
-        ax.barh(names, vals, color=["#2ca02c" if v >= 1 else "#d62728" for v in vals])
+        colors = ["#2ca02c" if v >= 1 else "#d62728" for v in vals]
+        ax.barh(names, [v - 1 for v in vals], left=1, color=colors)  # from 1: lead or trail
         ax.axvline(1, color="black", lw=1)
         ax.set_xscale("log", base=2)
         ax.invert_yaxis()
         ax.set(title="Ours / best peer (right of 1: we lead)", xlabel="ratio of medians, log scale")
         for y, v in enumerate(vals):
-            ax.text(v, y, f" {v:.2f}x", va="center", fontsize=8)
+            ax.text(max(v, 1), y, f" {v:.2f}x", va="center", fontsize=8)
         save(fig, "headline.png")
     return written
 
