@@ -15,7 +15,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from peers.report import read_records  # noqa: E402
+from peers.report import PROGRAM_ORDER, read_records  # noqa: E402
 
 COLORS = {
     "ours": "#d62728",
@@ -105,7 +105,8 @@ def plot_all(records: list[dict], out_dir: str) -> list[str]:
                "clients", "seconds, log scale (lower is better)")  # fmt: skip
         axes[2].set_yscale("log")
         save(fig, "serving.png")
-    progs = sorted(w for w in have if w.startswith("prog:")) + (["json"] if "json" in have else [])
+    progs = [f"prog:{w}" for w in PROGRAM_ORDER if f"prog:{w}" in have]
+    progs += ["json"] if "json" in have else []
     if progs:
         fig, ax = plt.subplots(figsize=(10, 4))
         _bars(ax, records, progs, "programs_per_s", "Frontend programs (run_batch, 8 threads)",

@@ -98,7 +98,8 @@ def default_rows(records: list[dict]) -> list[Row]:
             )
             if any(r["workload"] == w and "accuracy" in r["metrics"] for r in records):
                 rows.append(Row(w, level, "accuracy", f"{name}: accuracy"))
-    order = ["decode", "prefill", "shared", "prog:", "json", "rss"]
+    order = ["decode", "prefill", "shared", *(f"prog:{w}" for w in PROGRAM_ORDER), "prog:"]
+    order += ["json", "rss"]  # a stable sort: levels stay ascending within a workload
     return sorted(
         rows, key=lambda r: next(i for i, p in enumerate(order) if r.workload.startswith(p))
     )
