@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import zmq
 
@@ -44,6 +45,10 @@ from runtime.server_args import ServerArgs
 logger = logging.getLogger(__name__)
 
 
+class ServerBusy(RuntimeError):
+    """Too many requests are open: the caller should retry later (HTTP 503)."""
+
+
 class Engine:
     """`Engine(model_path=None, **server_args)`: SGLang's offline engine over our scheduler."""
 
@@ -58,6 +63,8 @@ class Engine:
         self._dead: str | None = None
         self._receiver: threading.Thread | None = None
         self._procs: list[subprocess.Popen] = []
+        # One thread tokenizes for asyncio callers: off the event loop, and one at a time.
+        self._tokenizer_pool = ThreadPoolExecutor(1, thread_name_prefix="tokenizer")
         # Hooks for the HTTP server: metrics see every delta; a dead child takes the server down.
         self.on_delta: Callable[[RequestResult, ResultDelta], None] | None = None
         self.on_death: Callable[[str], None] | None = None
@@ -88,7 +95,9 @@ class Engine:
             raise
         self.context_len = self.info["context_length"]
         self.vocab_size = self.info["vocab_size"]
-        self.input_processor = InputProcessor(self.tokenizer, self.context_len, self.vocab_size)
+        self.input_processor = InputProcessor(
+            self.tokenizer, self.context_len, self.vocab_size, self.server_args.max_fanout
+        )
         self._receiver = threading.Thread(
             target=self._receive_loop, name="engine-receiver", daemon=True
         )
@@ -176,7 +185,12 @@ class Engine:
     def generate_request(self, req: GenerateRequest) -> dict | list[dict] | Iterator[dict]:
         batch, inputs, results = self._prepare(req)
         q: queue.Queue = queue.Queue()
-        self._submit(inputs, q.put)
+        sink = q.put  # one bound method, so `_expire` knows these routes as its own
+        self._submit(inputs, sink)
+        if req.timeout is not None:
+            timer = threading.Timer(req.timeout, self._expire, (list(results), sink, req.timeout))
+            timer.daemon = True
+            timer.start()
         if req.stream:
             return self._stream(q, results)
         try:
@@ -197,10 +211,17 @@ class Engine:
     async def async_generate_request(
         self, req: GenerateRequest
     ) -> dict | list[dict] | AsyncIterator[dict]:
-        batch, inputs, results = self._prepare(req)
         loop = asyncio.get_running_loop()
+        # Tokenizing a long prompt must not hold up the event loop (health checks, signals).
+        batch, inputs, results = await self.run_in_tokenizer(self._prepare, req)
         aq: asyncio.Queue = asyncio.Queue()
-        self._submit(inputs, lambda item: loop.call_soon_threadsafe(aq.put_nowait, item))
+
+        def sink(item) -> None:
+            loop.call_soon_threadsafe(aq.put_nowait, item)
+
+        self._submit(inputs, sink)
+        if req.timeout is not None:
+            loop.call_later(req.timeout, self._expire, list(results), sink, req.timeout)
         if req.stream:
             return self._astream(aq, results)
         try:
@@ -211,6 +232,10 @@ class Engine:
             raise
         return self._results(batch, inputs, results)
 
+    async def run_in_tokenizer(self, fn: Callable, *args):
+        """Runs tokenizer work (a chat template, say) off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._tokenizer_pool, fn, *args)
+
     def _prepare(self, req: GenerateRequest):
         """Validates and tokenizes; returns (is batch, inputs, a RequestResult per rid)."""
         batch, inputs = self.input_processor.process(req)
@@ -220,14 +245,28 @@ class Engine:
 
     def _submit(self, inputs: list[TokenizedGenerateRequest], sink: Callable) -> None:
         """Routes the requests' outputs to `sink((rid, item))` and sends them to the scheduler."""
+        limit = self.server_args.max_queued_requests
         with self._routes_lock:
             for inp in inputs:
                 if inp.rid in self._routes:
                     raise ValueError(f"rid: {inp.rid!r} is already running")
+            open_now = sum(isinstance(k, str) for k in self._routes)
+            if open_now + len(inputs) > limit:
+                raise ServerBusy(
+                    f"the server has {open_now} requests open, its limit is {limit} "
+                    "(--max-queued-requests); retry later"
+                )
             for inp in inputs:
                 self._routes[inp.rid] = sink
         for inp in inputs:
             self._post(inp)
+
+    def _expire(self, rids: list[str], sink: Callable, timeout: float) -> None:
+        """A request's `timeout` ran out: aborts what of it still runs."""
+        with self._routes_lock:
+            open_rids = [r for r in rids if self._routes.get(r) is sink]
+        for rid in open_rids:
+            self.abort_request(rid, f"timeout: no answer within {timeout:g} s")
 
     def _accept(self, message, results: dict[str, RequestResult]) -> RequestResult:
         """Applies one routed message; an error fails the whole call."""
@@ -279,10 +318,10 @@ class Engine:
         finally:
             self._abort_unfinished(results)
 
-    def abort_request(self, rid: str) -> None:
+    def abort_request(self, rid: str, message: str | None = None) -> None:
         """Stops a request wherever it is; its caller gets finish_reason `abort`."""
         if not (self._closed or self._dead):
-            self._post(AbortRequest(rid))
+            self._post(AbortRequest(rid, message))
 
     def abort_all(self) -> None:
         """Aborts every request this client has open."""
@@ -332,6 +371,7 @@ class Engine:
                 p.kill()
                 p.wait()
         self._closed = True
+        self._tokenizer_pool.shutdown(wait=False, cancel_futures=True)
         if self._receiver is not None:
             self._receiver.join(timeout=2)
         if self._routes:

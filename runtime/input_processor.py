@@ -14,15 +14,29 @@ from runtime.sampling.sampling_params import SamplingParams
 
 
 class InputProcessor:
-    def __init__(self, tokenizer, context_len: int, vocab_size: int) -> None:
+    def __init__(self, tokenizer, context_len: int, vocab_size: int, max_fanout: int) -> None:
         self.tokenizer = tokenizer
         self.context_len = context_len
         self.vocab_size = vocab_size
+        self.max_fanout = max_fanout
 
     def process(self, req: GenerateRequest) -> tuple[bool, list[TokenizedGenerateRequest]]:
         """(whether the caller sent a batch, one tokenized request per sequence to generate)."""
+        if req.timeout is not None and (
+            not isinstance(req.timeout, (int, float))
+            or isinstance(req.timeout, bool)
+            or req.timeout <= 0
+        ):
+            raise ValueError(f"timeout: must be a number of seconds > 0, got {req.timeout!r}")
         batch, prompts = self._prompt_ids(req.prompt, req.input_ids)
         params_list = self._params(req.sampling_params, len(prompts))
+        fanout = sum(p.n for p in params_list)
+        if fanout > self.max_fanout:
+            name = "n" if len(prompts) == 1 else "prompt / n"
+            raise ValueError(
+                f"{name}: asks for {fanout} sequences; one request may start at most "
+                f"{self.max_fanout} (see --max-fanout)"
+            )
         rids = self._rids(req.rid, len(prompts))
         top = req.top_logprobs_num
         if top is not None and (not isinstance(top, int) or not 0 <= top <= self.vocab_size):

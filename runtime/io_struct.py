@@ -41,6 +41,7 @@ class GenerateRequest:
     stream: bool = False
     rid: str | list[str] | None = None
     return_text_in_logprobs: bool = False
+    timeout: float | None = None  # seconds; then the request is aborted with what it has
 
 
 @dataclass
@@ -85,6 +86,7 @@ class TokenizedGenerateRequest:
 @dataclass
 class AbortRequest:
     rid: str
+    message: str | None = None  # why, for the finish reason (a timeout, say)
 
 
 @dataclass

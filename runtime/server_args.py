@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from dataclasses import dataclass
 
 from kernels.attention.registry import ATTENTION_BACKENDS
 from runtime.constrained.registry import GRAMMAR_BACKENDS
 from runtime.scheduler.schedule_policy import POLICIES
 
+API_KEY_ENV = "RADIXSERVE_API_KEY"
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # torch dtype names, and auto
 
 
@@ -44,6 +46,7 @@ class SchedulerArgs:
     cache_dir: str | None = None
     log_level: str = "info"
     disable_packed_gemm: bool = False  # CPU: skip the packed weight copies (saves memory)
+    max_json_string_length: int | None = None  # a cap for strings a JSON schema leaves open
     debug_check_memory: bool = False  # assert the KV accounting after every step
 
     def __post_init__(self) -> None:
@@ -85,6 +88,8 @@ class SchedulerArgs:
             need(0 < self.mem_fraction_static < 1, "mem_fraction_static", "must be in (0, 1)")
         if self.context_length is not None:
             need(self.context_length >= 16, "context_length", "must be >= 16")
+        if self.max_json_string_length is not None:
+            need(self.max_json_string_length >= 1, "max_json_string_length", "must be >= 1")
 
 
 @dataclass
@@ -94,12 +99,27 @@ class ServerArgs(SchedulerArgs):
     served_model_name: str | None = None  # None: the model file's or folder's name
     host: str = "127.0.0.1"
     port: int = 30000
-    api_key: str | None = None
+    api_key: str | None = None  # None: $RADIXSERVE_API_KEY, if set
+    # Limits that keep one client from taking the server down.
+    max_fanout: int = 64  # sequences one call may start: its prompts times n
+    max_queued_requests: int = 1024  # sequences open at once; past it, 503 with Retry-After
+    max_request_bytes: int = 16 << 20
+    graceful_shutdown_timeout: float = 5.0  # seconds to drain before aborting what runs
+
+    def __post_init__(self) -> None:
+        if self.api_key is None:
+            self.api_key = os.environ.get(API_KEY_ENV) or None
+        super().__post_init__()
 
     def validate(self) -> None:
         super().validate()
         if not 0 <= self.port < 65536:
             raise ValueError(f"port: must be in [0, 65535], got {self.port}")
+        for name in ("max_fanout", "max_queued_requests", "max_request_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.graceful_shutdown_timeout < 0:
+            raise ValueError("graceful_shutdown_timeout: must be >= 0")
 
     def scheduler_args(self, **changes) -> SchedulerArgs:
         """The part the scheduler process gets, with `changes` applied."""
@@ -150,7 +170,11 @@ _CLI_FLAGS = [
     ("--served-model-name", str, "the model's name in the OpenAI API (default: from its path)"),
     ("--host", str, "address the HTTP server listens on"),
     ("--port", int, "port the HTTP server listens on"),
-    ("--api-key", str, "require `Authorization: Bearer <key>` on every route but /health"),
+    (
+        "--api-key",
+        str,
+        "require `Authorization: Bearer <key>` on every route but /health (or $RADIXSERVE_API_KEY)",
+    ),
     ("--device", str, "cpu, cuda, or auto"),
     ("--dtype", str, "weights and activations (auto: float32 on the CPU, bfloat16 on CUDA)"),
     ("--context-length", int, "longest prompt + output (default: the model's)"),
@@ -192,4 +216,21 @@ _CLI_FLAGS = [
         "CPU: no packed weight copies for small decode batches (less memory, slower decode)",
     ),
     ("--debug-check-memory", bool, "check the KV pool accounting after every step"),
+    ("--max-fanout", int, "most sequences one request may start (its prompts times n)"),
+    (
+        "--max-queued-requests",
+        int,
+        "most sequences queued or running at once; past it, 503 with Retry-After",
+    ),
+    ("--max-request-bytes", int, "largest request body accepted (413 beyond)"),
+    (
+        "--graceful-shutdown-timeout",
+        float,
+        "seconds SIGTERM waits for running requests before aborting them",
+    ),
+    (
+        "--max-json-string-length",
+        int,
+        "longest JSON string a json_schema may generate where it sets no maxLength (default: no cap)",
+    ),
 ]

@@ -14,6 +14,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
+from runtime.constrained.json_bounds import bound_json_schema
+
 logger = logging.getLogger(__name__)
 
 CONSTRAINT_KINDS = ("regex", "json_schema", "ebnf")
@@ -69,9 +71,15 @@ class GrammarCache:
     """Compiles on a worker thread, so a request waits for its grammar without stalling the
     batch; identical specs share one compilation (also while it is still running)."""
 
-    def __init__(self, backend: GrammarBackend, max_entries: int = 512) -> None:
+    def __init__(
+        self,
+        backend: GrammarBackend,
+        max_entries: int = 512,
+        max_json_string_length: int | None = None,
+    ) -> None:
         self.backend = backend
         self.max_entries = max_entries
+        self.max_json_string_length = max_json_string_length
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grammar")
         self.entries: OrderedDict[tuple[str, str], Future] = OrderedDict()
 
@@ -79,12 +87,17 @@ class GrammarCache:
         key = (kind, spec)
         fut = self.entries.get(key)
         if fut is None or (fut.done() and fut.exception() is not None):
-            fut = self.pool.submit(self.backend.compile, kind, spec)
+            fut = self.pool.submit(self._compile, kind, spec)
             self.entries[key] = fut
             while len(self.entries) > self.max_entries:
                 self.entries.popitem(last=False)
         self.entries.move_to_end(key)
         return fut
+
+    def _compile(self, kind: str, spec: str):
+        if kind == "json_schema":
+            spec = bound_json_schema(spec, self.max_json_string_length)
+        return self.backend.compile(kind, spec)
 
     def shutdown(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)

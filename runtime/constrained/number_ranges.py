@@ -68,13 +68,21 @@ FRACTION_DIGITS = 6  # a greedy model can otherwise write "100.000000..." until 
 
 def number_regex(minimum: float | None, maximum: float | None) -> str:
     """JSON numbers (no exponent, at most FRACTION_DIGITS decimals) in [minimum, maximum];
-    bounds must be whole and >= 0."""
+    bounds must be whole."""
     for b in (minimum, maximum):
-        if b is not None and (b != int(b) or b < 0):
+        if b is not None and b != int(b):
             raise ValueError(
-                "bounds of a number must be whole and non-negative here "
-                f"(got minimum {minimum}, maximum {maximum})"
+                f"bounds of a number must be whole here (got minimum {minimum}, maximum {maximum})"
             )
+    if minimum is not None and minimum < 0:
+        if maximum is not None and maximum < 0:
+            raise ValueError(f"a number range below zero is not supported (maximum {maximum})")
+        negative = f"-{_nonneg_number_regex(0, -int(minimum))}"
+        return f"({negative}|{_nonneg_number_regex(0, maximum)})"
+    return _nonneg_number_regex(minimum, maximum)
+
+
+def _nonneg_number_regex(minimum: float | None, maximum: float | None) -> str:
     lo = 0 if minimum is None else int(minimum)
     frac = f"(\\.[0-9]{{1,{FRACTION_DIGITS}}})?"
     if maximum is None:

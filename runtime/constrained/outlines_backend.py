@@ -83,7 +83,7 @@ def schema_regex(spec: str) -> str:
     patterns: list[str] = []
     schema = _bounds_as_patterns(json.loads(spec), patterns)
     regex = build_regex_from_schema(json.dumps(schema), whitespace_pattern="")
-    for rx in patterns:
+    for rx in dict.fromkeys(patterns):  # replace() takes every place a range stands in
         quoted = f'("{rx}")'
         if quoted not in regex:
             raise ValueError("could not place a number range in the schema's regex")

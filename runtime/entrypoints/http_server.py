@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from runtime.engine import Engine
+from runtime.engine import Engine, ServerBusy
 from runtime.entrypoints.http_utils import (
     JSON,
     APIError,
@@ -35,6 +35,7 @@ from runtime.server_args import ServerArgs
 logger = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
+RETRY_AFTER_S = 1
 
 # The /generate body is a GenerateRequest whose `prompt` is called `text`.
 GENERATE_FIELDS = [
@@ -90,6 +91,47 @@ class ApiKeyAuth:
         await self.app(scope, receive, send)
 
 
+class BodySizeLimit:
+    """ASGI middleware: a body over `limit` bytes is answered 413 before it is all read."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            await self._refuse(scope, receive, send)
+            return
+        seen, refused = 0, False
+
+        async def counted():
+            # Past the limit: answer 413 now, and tell the app the client has gone.
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                refused = True
+                await self._refuse(scope, receive, send)
+                return {"type": "http.disconnect"}
+            return message
+
+        async def unless_refused(message) -> None:
+            if not refused:
+                await send(message)
+
+        await self.app(scope, counted, unless_refused)
+
+    async def _refuse(self, scope, receive, send) -> None:
+        msg = f"body: larger than {self.limit} bytes (see --max-request-bytes)"
+        await error_response(413, msg, "body")(scope, receive, send)
+
+
 def create_app(engine: Engine, args: ServerArgs) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -117,7 +159,10 @@ def create_app(engine: Engine, args: ServerArgs) -> FastAPI:
 
     @app.exception_handler(RuntimeError)
     async def _runtime_down(request: Request, e: RuntimeError):
-        return error_response(503, str(e))
+        response = error_response(503, str(e))
+        if isinstance(e, ServerBusy):
+            response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _bad_body(request: Request, e: RequestValidationError):
@@ -195,7 +240,8 @@ def create_app(engine: Engine, args: ServerArgs) -> FastAPI:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(openai_router)
-    if args.api_key:
+    app.add_middleware(BodySizeLimit, limit=args.max_request_bytes)
+    if args.api_key:  # outermost: a request without the key learns nothing else
         app.add_middleware(ApiKeyAuth, api_key=args.api_key)
     return app
 
@@ -215,7 +261,7 @@ def serve(args: ServerArgs) -> int:
             log_level=args.log_level,
             access_log=args.log_level == "debug",
             timeout_keep_alive=5,
-            timeout_graceful_shutdown=3,
+            timeout_graceful_shutdown=args.graceful_shutdown_timeout,
         )
         server = uvicorn.Server(config)
         died: list[str] = []

@@ -167,12 +167,16 @@ async def completions(req: CompletionRequest, request: Request):
     is_ids = isinstance(p, list) and isinstance(p[0], (int, list))
     kwargs = {"input_ids": p} if is_ids else {"prompt": p}
     prompts = p if isinstance(p, list) and not (is_ids and isinstance(p[0], int)) else [p]
+    vocab = engine.vocab_size
+    if is_ids and not all(isinstance(x, list) and all(0 <= t < vocab for t in x) for x in prompts):
+        raise APIError(400, f"prompt: token ids must be integers in [0, {vocab})", "prompt")
     kwargs.update(
         sampling_params=req.sampling_params(req.max_tokens),
         return_logprob=req.logprobs is not None,
         top_logprobs_num=req.logprobs or None,
         return_text_in_logprobs=True,
         rid=req.rid,
+        timeout=req.timeout,
     )
     if echo_logprobs:
         kwargs["logprob_start_len"] = 0
@@ -240,8 +244,10 @@ async def chat_completions(req: ChatRequest, request: Request):
         req.json_schema = schema
     messages = [{"role": m.role, "content": m.text()} for m in req.messages]
     try:
-        enc = engine.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=messages[-1]["role"] != "assistant", tokenize=True
+        enc = await engine.run_in_tokenizer(
+            lambda: engine.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=messages[-1]["role"] != "assistant", tokenize=True
+            )
         )
     except Exception as e:  # a template that rejects the conversation (roles out of order)
         raise APIError(400, f"messages: the chat template rejects them ({e})", "messages") from e
@@ -257,6 +263,7 @@ async def chat_completions(req: ChatRequest, request: Request):
         top_logprobs_num=top or None,
         return_text_in_logprobs=True,
         rid=req.rid,
+        timeout=req.timeout,
     )
     cid = f"chatcmpl-{uuid.uuid4().hex}"
     wrap = _envelope("chat.completion", cid, req.model)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from runtime.entrypoints.http_utils import APIError
 
@@ -47,6 +47,7 @@ class CommonRequest(BaseModel):
     json_schema: str | dict | None = None
     ebnf: str | None = None
     rid: str | None = None
+    timeout: float | None = Field(None, gt=0)  # seconds; then aborted with what it has
 
     def sampling_params(self, max_new_tokens: int) -> dict:
         if self.logit_bias:
@@ -98,6 +99,13 @@ class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
+
+    @model_validator(mode="after")
+    def _content_given(self) -> ChatMessage:
+        # As OpenAI has it: only an assistant turn (one that calls tools) may come without it.
+        if self.content is None and self.role != "assistant":
+            raise ValueError(f"content: required in a {self.role} message")
+        return self
 
     def text(self) -> str:
         if isinstance(self.content, list):

@@ -15,6 +15,10 @@ NOT_SUPPORTED = (
 )
 
 
+# Stop strings are searched for after every token, so their number and length are bounded.
+MAX_STOP_STRINGS, MAX_STOP_LENGTH = 32, 512
+
+
 @dataclass
 class SamplingParams:
     max_new_tokens: int = 128
@@ -115,6 +119,10 @@ class SamplingParams:
             bad("seed", "must be an integer")
         if not isinstance(self.stop, list) or not all(isinstance(s, str) and s for s in self.stop):
             bad("stop", "must be a non-empty string or a list of them")
+        if len(self.stop) > MAX_STOP_STRINGS:
+            bad("stop", f"at most {MAX_STOP_STRINGS} stop strings")
+        if any(len(x) > MAX_STOP_LENGTH for x in self.stop):
+            bad("stop", f"a stop string may be at most {MAX_STOP_LENGTH} characters")
         given = [k for k in ("regex", "json_schema", "ebnf") if getattr(self, k) is not None]
         for k in given:
             if not isinstance(getattr(self, k), str) or not getattr(self, k):

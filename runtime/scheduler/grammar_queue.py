@@ -13,8 +13,8 @@ from runtime.scheduler.req import Req
 
 
 class GrammarQueue:
-    def __init__(self, backend: GrammarBackend) -> None:
-        self.cache = GrammarCache(backend)
+    def __init__(self, backend: GrammarBackend, max_json_string_length: int | None = None) -> None:
+        self.cache = GrammarCache(backend, max_json_string_length=max_json_string_length)
         self.pending: list[tuple[Req, concurrent.futures.Future]] = []
 
     def add(self, req: Req) -> bool:

@@ -99,7 +99,7 @@ def _handle(msg, send, runner, scheduler) -> bool:
         else:
             send.send_pyobj(msg)  # the detokenizer meets the request before its outputs
     elif isinstance(msg, AbortRequest):
-        send.send_pyobj(BatchTokenOutput(scheduler.abort_request(msg.rid)))
+        send.send_pyobj(BatchTokenOutput(scheduler.abort_request(msg.rid, msg.message)))
     elif isinstance(msg, CallRequest):
         calls = {
             "server_info": lambda: scheduler_info(runner, scheduler),

@@ -58,7 +58,9 @@ class Scheduler:
         self.running: list[Req] = []  # prompt done, decoding
         self.chunked: Req | None = None  # prompt partly prefilled
         backend = create_grammar_backend(args.grammar_backend, tokenizer, runner.config.vocab_size)
-        self.grammars = GrammarQueue(backend) if backend is not None else None
+        self.grammars = (
+            GrammarQueue(backend, args.max_json_string_length) if backend is not None else None
+        )
         # Jump-forward re-queues the request to extend the forced tokens: without a prefix
         # cache that would recompute its whole sequence, so it is off then.
         self.jump_forward = not (args.disable_jump_forward or args.disable_radix_cache)
@@ -85,11 +87,11 @@ class Scheduler:
                 return  # waits for its grammar
         self.waiting.append(req)
 
-    def abort_request(self, rid: str) -> list[TokenOutput]:
+    def abort_request(self, rid: str, message: str | None = None) -> list[TokenOutput]:
         """Drops the request wherever it is and releases what it holds."""
         req = self.grammars.remove(rid) if self.grammars is not None else None
         req = req or next((r for r in [*self.waiting, *self.active_reqs()] if r.rid == rid), None)
-        return [] if req is None else [self._finish(req, FinishReason("abort"))]
+        return [] if req is None else [self._finish(req, FinishReason("abort", message=message))]
 
     def abort_all(self) -> list[TokenOutput]:
         return [out for rid in self.all_rids() for out in self.abort_request(rid)]

@@ -78,3 +78,18 @@ def test_server_flags_of_the_http_server():
         ServerArgs(grammar_backend="lark")
     with pytest.raises(ValueError, match="^port: "):
         ServerArgs(port=70000)
+
+
+def test_api_key_comes_from_the_environment_when_not_given(monkeypatch):
+    monkeypatch.setenv("RADIXSERVE_API_KEY", "from-env")
+    assert ServerArgs().api_key == "from-env"
+    assert ServerArgs(api_key="flag").api_key == "flag"
+    assert "from-env" not in str(ServerArgs().scheduler_args())
+    monkeypatch.delenv("RADIXSERVE_API_KEY")
+    assert ServerArgs().api_key is None
+
+
+@pytest.mark.parametrize("field", ["max_fanout", "max_queued_requests", "max_request_bytes"])
+def test_limits_must_be_positive(field):
+    with pytest.raises(ValueError, match=f"^{field}: "):
+        ServerArgs(**{field: 0})

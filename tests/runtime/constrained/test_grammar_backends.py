@@ -123,8 +123,15 @@ def test_number_ranges_and_outlines_schema_bounds():
     rx = number_regex(0, 100)
     for v, inside in [("0", 1), ("99.9", 1), ("100", 1), ("100.0", 1), ("100.5", 0), ("101", 0)]:
         assert bool(re.fullmatch(rx, v)) == bool(inside), v
+    rx = number_regex(-100, 100)  # the open numbers' bounds are of this kind: -1e15..1e15
+    for v, inside in [("-99.5", 1), ("-100", 1), ("-100.5", 0), ("-101", 0), ("50.25", 1)]:
+        assert bool(re.fullmatch(rx, v)) == bool(inside), v
     schema = {"type": "object", "properties": {"n": {"type": "integer", "maximum": 9}}}
     regex = schema_regex(json.dumps(schema))
     assert re.fullmatch(regex, '{"n":7}') and not re.fullmatch(regex, '{"n":12}')
+    nine = {"type": "integer", "maximum": 9}
+    two = {"type": "object", "properties": {"a": nine, "b": nine}}  # one range in two places
+    regex = schema_regex(json.dumps(two))
+    assert re.fullmatch(regex, '{"a":1,"b":2}') and not re.fullmatch(regex, '{"a":1,"b":22}')
     with pytest.raises(ValueError, match="exclusive"):
         schema_regex(json.dumps({"type": "number", "exclusiveMinimum": 0}))
