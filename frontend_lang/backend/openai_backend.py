@@ -80,7 +80,8 @@ class OpenAI(Backend):
                     yield {"text": acc, "meta_info": {"finish_reason": c.get("finish_reason")}}
 
     def cache_prefix(self, text: str) -> int:
-        out = self._post("cache_prefix", self._body(text, {"max_new_tokens": 0}))
+        # One token: OpenAI-compatible servers (vLLM among them) refuse max_tokens 0 without echo.
+        out = self._post("cache_prefix", self._body(text, {"max_new_tokens": 1}))
         return out.get("usage", {}).get("prompt_tokens", 0)
 
     def _prompt_logprobs(self, texts: list[str]) -> list[list]:

@@ -16,7 +16,6 @@ from runtime.entrypoints.openai_protocol import (
     ChatRequest,
     CommonRequest,
     CompletionRequest,
-    response_format_schema,
 )
 
 openai_router = APIRouter()
@@ -158,6 +157,7 @@ async def completions(req: CompletionRequest, request: Request):
         raise APIError(400, "suffix: not supported by this server", "suffix")
     if req.best_of not in (None, req.n):
         raise APIError(400, "best_of: only best_of == n is supported", "best_of")
+    req.apply_response_format()
     echo_logprobs = req.echo and req.logprobs is not None  # the prompt's logprobs too
     if echo_logprobs and req.stream:
         raise APIError(400, "echo: not supported with logprobs when streaming", "echo")
@@ -237,11 +237,7 @@ async def chat_completions(req: ChatRequest, request: Request):
     engine = _engine(request)
     if req.tools:
         raise APIError(400, "tools: tool calling is not supported by this server", "tools")
-    schema = response_format_schema(req.response_format)
-    if schema is not None:
-        if req.regex or req.ebnf or req.json_schema:
-            raise APIError(400, "response_format: give it or regex / json_schema / ebnf, not both")
-        req.json_schema = schema
+    req.apply_response_format()
     messages = [{"role": m.role, "content": m.text()} for m in req.messages]
     try:
         enc = await engine.run_in_tokenizer(

@@ -48,6 +48,16 @@ class CommonRequest(BaseModel):
     ebnf: str | None = None
     rid: str | None = None
     timeout: float | None = Field(None, gt=0)  # seconds; then aborted with what it has
+    response_format: dict | None = None
+
+    def apply_response_format(self) -> None:
+        """`response_format` becomes the JSON schema this request is constrained to."""
+        schema = response_format_schema(self.response_format)
+        if schema is None:
+            return
+        if self.regex or self.ebnf or self.json_schema:
+            raise APIError(400, "response_format: give it or regex / json_schema / ebnf, not both")
+        self.json_schema = schema
 
     def sampling_params(self, max_new_tokens: int) -> dict:
         if self.logit_bias:
@@ -119,7 +129,6 @@ class ChatRequest(CommonRequest):
     max_completion_tokens: int | None = Field(None, ge=0)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
-    response_format: dict | None = None
     tools: list | None = None
     tool_choice: str | dict | None = None
     parallel_tool_calls: bool | None = None

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
+import httpx
 import pytest
 
-from frontend_lang.backend import BackendError, Runtime, RuntimeEndpoint
+from frontend_lang.backend import BackendError, OpenAI, Runtime, RuntimeEndpoint
 from tests.frontend_lang.conftest import FEWSHOT as SHOTS
 
 pytestmark = pytest.mark.slow
@@ -49,3 +52,20 @@ def test_errors_name_the_call(runtime):
 def test_bad_server_args_fail_before_starting():
     with pytest.raises(ValueError, match="schedule_policy"):
         Runtime(schedule_policy="oldest-first")
+
+
+def test_openai_backend_caches_a_prefix_the_way_vllm_accepts():
+    """OpenAI-compatible servers refuse `max_tokens: 0` without echo (vLLM: 400)."""
+
+    def server(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if body.get("max_tokens", 16) < 1 and not body.get("echo"):
+            return httpx.Response(400, json={"error": {"message": "max_tokens must be >= 1"}})
+        usage = {"prompt_tokens": 7, "completion_tokens": 1}
+        return httpx.Response(200, json={"choices": [{"text": "x"}], "usage": usage})
+
+    oai = OpenAI("default", base_url="http://peer.invalid/v1")
+    oai.http = httpx.Client(
+        base_url="http://peer.invalid/v1", transport=httpx.MockTransport(server)
+    )
+    assert oai.cache_prefix("A shared preamble.") == 7

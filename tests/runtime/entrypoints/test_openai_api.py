@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import openai
 import pytest
 
@@ -133,6 +135,18 @@ def test_completions_batch_logprobs_echo_and_extras(oai):
         model="m", prompt="1, 2, 3,", max_tokens=5, temperature=0, stream=True
     )
     assert "".join(c.choices[0].text for c in stream) == r.choices[0].text
+
+
+def test_completions_take_response_format(oai):
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    r = oai.completions.create(
+        model="m",
+        prompt="A number as JSON:",
+        max_tokens=24,
+        temperature=0,
+        extra_body={"response_format": {"type": "json_schema", "json_schema": {"schema": schema}}},
+    )
+    assert isinstance(json.loads(r.choices[0].text)["n"], int)
 
 
 @pytest.mark.parametrize(
