@@ -66,15 +66,7 @@ def program_backend(spec: systems.SystemSpec, url: str):
 
     if spec.kind == "ours":
         return fl.RuntimeEndpoint(url)
-
-    class PeerOpenAI(fl.OpenAI):
-        """Caches a prefix by generating one token: vLLM refuses `max_tokens: 0` without echo."""
-
-        def cache_prefix(self, text: str) -> int:
-            out = self.generate(text, {"max_new_tokens": 1, "temperature": 0})
-            return out["meta_info"].get("prompt_tokens", 0)
-
-    return PeerOpenAI("default", base_url=f"{url}/v1")
+    return fl.OpenAI("default", base_url=f"{url}/v1")
 
 
 def run_program(spec, url: str, maker: TextMaker, salt: str, workload: str, scale) -> dict:
