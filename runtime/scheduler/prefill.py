@@ -47,8 +47,9 @@ class PrefillAdder:
         self.budget = args.max_prefill_tokens
         self.chunk = args.chunked_prefill_size if args.chunked_prefill_size > 0 else NO_CHUNKING
         self.max_running = args.max_running_requests
+        self.running = running
         self.num_running = len(running)
-        self.room = memory.room() - sum(memory.reserve(r) for r in running)
+        self.spent = 0  # slots this batch has claimed so far (its tokens and output shares)
         self.batch: list[Req] = []
         self.admitted: list[Req] = []  # taken from the waiting queue
         self.chunked: Req | None = None  # cut at its chunk; continues next step
@@ -59,7 +60,7 @@ class PrefillAdder:
     def _add(self, req: Req) -> None:
         req.extend_len = self._next_extend(req)
         self.budget -= req.extend_len
-        self.room -= req.extend_len
+        self.spent += req.extend_len
         self.batch.append(req)
         if req.kv_len + req.extend_len < req.fill_len:
             self.chunked = req
@@ -70,7 +71,7 @@ class PrefillAdder:
         if self._next_extend(req) > self.memory.room():
             return False
         self.num_running += 1
-        self.room -= self.memory.reserve_output(req)
+        self.spent += self.memory.reserve_output(req)
         self._add(req)
         return True
 
@@ -84,6 +85,10 @@ class PrefillAdder:
 
     def add_waiting(self, ordered: list[Req]) -> None:
         """Admits requests in the policy's order until a budget or the room runs out."""
+        if not self._can_admit():
+            return
+        # What running requests may still take is counted only when someone could join them.
+        room = self.memory.room() - sum(self.memory.reserve(r) for r in self.running) - self.spent
         for req in ordered:
             if not self._can_admit():
                 return
@@ -97,10 +102,10 @@ class PrefillAdder:
             self.cache.inc_lock_ref(handle)
             locked = before - self.cache.evictable_size()  # no longer evictable room
             cost = req.fill_len - len(indices) + self.memory.reserve_output(req)
-            if cost > self.room - locked:
+            if cost > room - locked:
                 self.cache.dec_lock_ref(handle)
                 return
-            self.room -= locked + self.memory.reserve_output(req)
+            room -= locked + cost
             self.memory.assign(req, indices, handle)
             self.admitted.append(req)
             self.num_running += 1
