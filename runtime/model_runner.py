@@ -18,7 +18,13 @@ from runtime.layers.packed_linear import (
     packed_gemm_available,
 )
 from runtime.memory_pool import KVPool, ReqToTokenPool
-from runtime.model_loader.loader import load_config, load_weights, prepare_model_folder
+from runtime.model_loader.loader import (
+    default_model_path,
+    load_config,
+    load_weights,
+    prepare_model_folder,
+)
+from runtime.model_loader.weight_quant import quantize_model, resolve_quantization
 from runtime.models import LlamaForCausalLM
 from runtime.server_args import SchedulerArgs
 
@@ -31,12 +37,40 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: bfloat16 matmuls run natively instead of being widened to float32."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """`auto` is bfloat16 on CUDA and on CPUs that compute it natively, float32 otherwise."""
     if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if device.type == "cpu" and name != "float32":
-        raise ValueError(f"dtype: {name} is CUDA-only here; use float32 on the CPU")
+        if device.type == "cuda" or cpu_has_native_bf16():
+            return torch.bfloat16
+        return torch.float32
+    if device.type == "cpu" and name == "float16":
+        raise ValueError("dtype: float16 is CUDA-only here; use bfloat16 or float32 on the CPU")
     return getattr(torch, name)
+
+
+def gguf_source(args: SchedulerArgs) -> str | None:
+    """The GGUF file the weights come from, if they do: its blocks can be kept as they are."""
+    path = args.model_path or default_model_path()
+    return path if path.endswith(".gguf") else None
+
+
+# Decode batches of at least this many rows use a dense copy of a quantized weight: past it the
+# dense GEMM beat the weight-only kernels here (benchmarks/bench_decode_step.py).
+DENSE_FROM = {"gguf": 8, "int4": 8, "int8": 4}
+
+
+def dense_from(quantization: str, args: SchedulerArgs) -> int | None:
+    return DENSE_FROM[quantization]
 
 
 def resolve_attention_backend(name: str, device: torch.device) -> str:
@@ -69,7 +103,17 @@ class ModelRunner:
         load_weights(model, self.model_folder)
         self.model = model.to(self.device, self.dtype).eval()
         self.model.model.rotary.build(self.device)
-        if not args.disable_packed_gemm and packed_gemm_available(self.device, self.dtype):
+        self.quantization = resolve_quantization(args.quantization, self.device, gguf_source(args))
+        if self.quantization != "none":
+            quantize_model(
+                self.model,
+                self.quantization,
+                gguf_source(args),
+                self.model_folder,
+                self.dtype,
+                dense_from(self.quantization, args),
+            )
+        elif not args.disable_packed_gemm and packed_gemm_available(self.device, self.dtype):
             sizes = pack_sizes(args.max_running_requests)
             extra = pack_linears(self.model, sizes)
             self.model.logits_proj = PackedLinear(self.model.lm_head_weight.data, None, sizes)

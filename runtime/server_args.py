@@ -18,6 +18,7 @@ from runtime.scheduler.schedule_policy import POLICIES
 
 API_KEY_ENV = "RADIXSERVE_API_KEY"
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # torch dtype names, and auto
+QUANTIZATIONS = ("auto", "none", "int8", "int4")  # weight-only
 
 
 @dataclass
@@ -28,6 +29,9 @@ class SchedulerArgs:
     tokenizer_path: str | None = None
     device: str = "auto"
     dtype: str = "auto"
+    quantization: str = "auto"  # weight-only; auto keeps a GGUF file's quantized tensors packed
+    enable_torch_compile: bool = False  # CPU: compile the decode step, bucketed by batch size
+    torch_compile_max_bs: int = 32
     context_length: int | None = None
     max_total_tokens: int | None = None
     mem_fraction_static: float | None = None
@@ -58,6 +62,12 @@ class SchedulerArgs:
                 raise ValueError(f"{name}: {msg}")
 
         need(self.dtype in DTYPES, "dtype", f"must be one of {DTYPES}, got {self.dtype!r}")
+        need(
+            self.quantization in QUANTIZATIONS,
+            "quantization",
+            f"must be one of {QUANTIZATIONS}, got {self.quantization!r}",
+        )
+        need(self.torch_compile_max_bs >= 1, "torch_compile_max_bs", "must be >= 1")
         need(
             self.attention_backend in ("auto", *ATTENTION_BACKENDS),
             "attention_backend",
@@ -156,6 +166,7 @@ class ServerArgs(SchedulerArgs):
 
 _CHOICES = {
     "dtype": DTYPES,
+    "quantization": QUANTIZATIONS,
     "schedule_policy": POLICIES,
     "attention_backend": ("auto", *ATTENTION_BACKENDS),
     "grammar_backend": tuple(GRAMMAR_BACKENDS),
@@ -176,7 +187,20 @@ _CLI_FLAGS = [
         "require `Authorization: Bearer <key>` on every route but /health (or $RADIXSERVE_API_KEY)",
     ),
     ("--device", str, "cpu, cuda, or auto"),
-    ("--dtype", str, "weights and activations (auto: float32 on the CPU, bfloat16 on CUDA)"),
+    (
+        "--dtype",
+        str,
+        "activations and dense weights (auto: bfloat16 on CUDA and on CPUs with AVX512-BF16 or "
+        "AMX, else float32)",
+    ),
+    (
+        "--quantization",
+        str,
+        "weight-only quantization (auto: keep a GGUF file's Q4_0/Q4_1/Q8_0 tensors packed; "
+        "int8/int4: quantize dense weights at load; none: dequantize everything)",
+    ),
+    ("--enable-torch-compile", bool, "compile the decode step with torch.compile"),
+    ("--torch-compile-max-bs", int, "largest decode batch that runs compiled"),
     ("--context-length", int, "longest prompt + output (default: the model's)"),
     ("--max-total-tokens", int, "KV pool size in tokens (overrides --mem-fraction-static)"),
     ("--mem-fraction-static", float, "share of device memory for weights and the KV pool"),

@@ -92,23 +92,41 @@ def _unpermute_rope(w: np.ndarray, n_heads: int) -> np.ndarray:
 def gguf_state_dict(reader, cfg: dict) -> dict[str, torch.Tensor]:
     from gguf.quants import dequantize
 
-    permute = cfg["model_type"] == "llama"
     out: dict[str, torch.Tensor] = {}
     for t in reader.tensors:
-        if t.name in _GLOBAL_NAMES:
-            name = _GLOBAL_NAMES[t.name]
-        else:
-            m = re.fullmatch(r"blk\.(\d+)\.(\w+)\.(weight|bias)", t.name)
-            if not m or m.group(2) not in _LAYER_NAMES:
-                raise ValueError(f"unexpected GGUF tensor {t.name!r}")
-            name = f"model.layers.{m.group(1)}.{_LAYER_NAMES[m.group(2)]}.{m.group(3)}"
+        name = hf_name(t.name)
         w = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32)
-        if permute and name.endswith(("q_proj.weight", "q_proj.bias")):
-            w = _unpermute_rope(w, cfg["num_attention_heads"])
-        elif permute and name.endswith(("k_proj.weight", "k_proj.bias")):
-            w = _unpermute_rope(w, cfg["num_key_value_heads"])
+        heads = rope_heads(name, cfg)
+        if heads:
+            w = _unpermute_rope(w, heads)
         out[name] = torch.from_numpy(np.array(w, copy=True))
     return out
+
+
+def hf_name(gguf_name: str) -> str:
+    """The Hugging Face checkpoint name of a GGUF tensor."""
+    if gguf_name in _GLOBAL_NAMES:
+        return _GLOBAL_NAMES[gguf_name]
+    m = re.fullmatch(r"blk\.(\d+)\.(\w+)\.(weight|bias)", gguf_name)
+    if not m or m.group(2) not in _LAYER_NAMES:
+        raise ValueError(f"unexpected GGUF tensor {gguf_name!r}")
+    return f"model.layers.{m.group(1)}.{_LAYER_NAMES[m.group(2)]}.{m.group(3)}"
+
+
+def rope_heads(name: str, cfg: dict) -> int:
+    """How many heads' rows llama.cpp interleaved in this tensor (0: none)."""
+    if cfg["model_type"] != "llama":
+        return 0
+    if name.endswith(("q_proj.weight", "q_proj.bias")):
+        return cfg["num_attention_heads"]
+    if name.endswith(("k_proj.weight", "k_proj.bias")):
+        return cfg["num_key_value_heads"]
+    return 0
+
+
+def unpermute_index(rows: int, heads: int) -> np.ndarray:
+    """The row order `_unpermute_rope` produces, to reorder a quantized tensor's rows alike."""
+    return _unpermute_rope(np.arange(rows)[:, None], heads)[:, 0]
 
 
 def convert_gguf(path: str, out_dir: str) -> None:

@@ -1,0 +1,164 @@
+"""Times the model runner's forward alone, without the server: prefill, then decode steps.
+
+It isolates the arithmetic and dispatch of one step from scheduling and HTTP, per `--dtype` /
+`--quantization` / `--compile` setting, interleaved over repeats so the settings see the same
+machine. `--profile` prints torch's operator table for one setting's decode steps.
+
+    python benchmarks/bench_decode_step.py --modes float32 bfloat16 bfloat16+int4 --batch 1 8 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from kernels.forward_batch import ForwardMode  # noqa: E402
+from runtime.batch_builder import BatchBuilder  # noqa: E402
+from runtime.model_runner import ModelRunner  # noqa: E402
+from runtime.server_args import SchedulerArgs  # noqa: E402
+
+
+def parse_mode(mode: str) -> dict:
+    """`bfloat16+int4+compile` -> SchedulerArgs fields."""
+    parts = mode.split("+")
+    fields = {"dtype": parts[0], "quantization": "none"}
+    for p in parts[1:]:
+        if p == "compile":
+            fields["compile_decode"] = True
+        else:
+            fields["quantization"] = p
+    return fields
+
+
+class Setting:
+    def __init__(self, mode: str, max_batch: int, prompt_len: int) -> None:
+        self.mode = mode
+        args = SchedulerArgs(
+            max_total_tokens=max_batch * (prompt_len + 512) + 16,
+            max_running_requests=max_batch,
+            **parse_mode(mode),
+        )
+        t0 = time.perf_counter()
+        self.runner = ModelRunner(args)
+        self.load_s = time.perf_counter() - t0
+        self.builder = BatchBuilder(
+            self.runner.req_to_token_pool, self.runner.kv_pool, self.runner.device
+        )
+        self.prompt_len = prompt_len
+
+    def run(self, batch: int, steps: int) -> tuple[float, float]:
+        """Prefill `batch` prompts, then `steps` decode steps; (prefill s, decode s per step)."""
+        r = self.runner
+        g = torch.Generator().manual_seed(batch)
+        vocab = r.config.vocab_size
+        slots = [r.req_to_token_pool.alloc() for _ in range(batch)]
+        lens = [self.prompt_len] * batch
+        ids = torch.randint(100, vocab - 100, (batch * self.prompt_len,), generator=g).tolist()
+        locs = [r.kv_pool.alloc(self.prompt_len) for _ in range(batch)]
+        fb = self.builder.build(
+            ForwardMode.EXTEND,
+            ids,
+            [p for _ in range(batch) for p in range(self.prompt_len)],
+            torch.cat(locs),
+            slots,
+            lens,
+            prefix_lens=[0] * batch,
+            extend_lens=lens,
+        )
+        t0 = time.perf_counter()
+        logits = r.forward(fb, torch.arange(1, batch + 1) * self.prompt_len - 1)
+        prefill = time.perf_counter() - t0
+        tokens = logits.argmax(-1).tolist()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            loc = r.kv_pool.alloc(batch)
+            locs.append(loc)
+            positions = list(lens)
+            lens = [n + 1 for n in lens]
+            fb = self.builder.build(ForwardMode.DECODE, tokens, positions, loc, slots, lens)
+            tokens = r.forward(fb).argmax(-1).tolist()
+        decode = (time.perf_counter() - t0) / steps
+        for loc in locs:
+            r.kv_pool.free(loc)
+        for s in slots:
+            r.req_to_token_pool.free(s)
+        return prefill, decode
+
+
+def rss_mib() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--modes", nargs="+", default=["float32", "bfloat16"])
+    ap.add_argument("--batch", nargs="+", type=int, default=[1, 8, 32])
+    ap.add_argument("--prompt-len", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--profile", default=None, help="a mode whose decode steps to profile")
+    ap.add_argument("--json", default=None, help="also write the figures here")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    max_batch = max(args.batch)
+    settings = []
+    for mode in args.modes:
+        before = rss_mib()
+        s = Setting(mode, max_batch, args.prompt_len)
+        s.run(max_batch, 4)  # warm up, and touch the pool pages the runs use
+        s.rss_delta = rss_mib() - before
+        settings.append(s)
+        print(f"{mode}: loaded in {s.load_s:.1f}s, +{s.rss_delta:.0f} MiB resident", flush=True)
+    results: dict = {s.mode: {b: [] for b in args.batch} for s in settings}
+    prefill: dict = {s.mode: [] for s in settings}
+    for _ in range(args.repeats):
+        for b in args.batch:
+            for s in settings:
+                p, d = s.run(b, args.steps)
+                results[s.mode][b].append(d)
+                if b == 1:
+                    prefill[s.mode].append(p)
+    print(f"\nprompt {args.prompt_len} tokens, {args.steps} steps, best of {args.repeats}")
+    print(
+        "mode".ljust(28)
+        + "".join(f"bs={b} tok/s".rjust(14) for b in args.batch)
+        + "  prefill tok/s"
+    )
+    out = {}
+    for s in settings:
+        best = {b: min(v) for b, v in results[s.mode].items()}
+        pf = args.prompt_len / min(prefill[s.mode]) if prefill[s.mode] else float("nan")
+        row = "".join(f"{b / best[b]:14.1f}" for b in args.batch)
+        print(s.mode.ljust(28) + row + f"{pf:15.0f}")
+        out[s.mode] = {
+            "decode_tok_s": {b: b / best[b] for b in args.batch},
+            "prefill_tok_s": pf,
+            "rss_delta_mib": s.rss_delta,
+        }
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+    if args.profile:
+        s = next(s for s in settings if s.mode == args.profile)
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            s.run(args.batch[0], args.steps)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Weight-only quantized linear layers for the CPU, on torch's int4 / int8 weight-pack kernels.
+
+A decode step reads every weight once per token, so at a few rows the int4 kernel, which reads a
+quarter of bfloat16's bytes, wins. From some batch size on, the step is bound by arithmetic and
+the dense GEMM wins again; there the layer uses the model's dense weight in the activation dtype
+(the loaded checkpoint, shared, not a second copy). The row count at which it switches
+(`dense_from`) was measured on this machine by benchmarks/bench_decode_step.py; with no dense
+weight every batch stays on the quantized kernel, so the numbers do not depend on the batch
+(deterministic inference).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from runtime.model_loader.gguf_quant import GroupQuantized, quantize_int8_per_channel
+
+
+class Int4Linear(nn.Module):
+    """Asymmetric 4-bit groups: w = (q - 8) * scale + zero, as torch's int4 CPU kernel reads."""
+
+    def __init__(
+        self,
+        weight: GroupQuantized,
+        bias: torch.Tensor | None,
+        dtype: torch.dtype,
+        dense: torch.Tensor | None = None,
+        dense_from: int = 1,
+    ) -> None:
+        super().__init__()
+        assert weight.bits == 4
+        self.out_features, self.in_features = weight.codes.shape
+        self.group = weight.group
+        codes = weight.codes.to(torch.int32).contiguous()
+        self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)
+        # [in // group, out, 2]: the kernel's scale-and-zero layout, in the activation dtype
+        self.scales_zeros = (
+            torch.stack([weight.scales.t(), weight.zeros.t()], dim=-1).to(dtype).contiguous()
+        )
+        self.bias = bias
+        self.dense, self.dense_from = dense, dense_from
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x = x.reshape(-1, self.in_features)
+        if self.dense is not None and x.shape[0] >= self.dense_from:
+            return F.linear(x, self.dense, self.bias).reshape(*shape[:-1], -1)
+        out = torch.ops.aten._weight_int4pack_mm_for_cpu(
+            x.contiguous(), self.packed, self.group, self.scales_zeros
+        )
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*shape[:-1], -1)
+
+    def weight_bytes(self) -> int:
+        """Bytes of the quantized form (the dense weight, when kept, is the model's own)."""
+        held = [self.packed, self.scales_zeros]
+        return sum(t.numel() * t.element_size() for t in held)
+
+
+class Int8Linear(nn.Module):
+    """Symmetric int8 with one scale per output row, as torch's int8 CPU kernel reads."""
+
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        dtype: torch.dtype,
+        dense: torch.Tensor | None = None,
+        dense_from: int = 1,
+    ) -> None:
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        self.codes, scales = quantize_int8_per_channel(weight)
+        self.scales = scales.to(dtype)
+        self.bias = bias
+        self.dense, self.dense_from = dense, dense_from
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x = x.reshape(-1, self.in_features)
+        if self.dense is not None and x.shape[0] >= self.dense_from:
+            return F.linear(x, self.dense, self.bias).reshape(*shape[:-1], -1)
+        out = torch._weight_int8pack_mm(x.contiguous(), self.codes, self.scales)
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*shape[:-1], -1)
+
+    def weight_bytes(self) -> int:
+        """Bytes of the quantized form (the dense weight, when kept, is the model's own)."""
+        held = [self.codes, self.scales]
+        return sum(t.numel() * t.element_size() for t in held)

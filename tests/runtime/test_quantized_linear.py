@@ -1,0 +1,52 @@
+"""The weight-only layers compute what a dense layer over their dequantized weights computes."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from runtime.layers.quantized_linear import Int4Linear, Int8Linear
+from runtime.model_loader.gguf_quant import quantize_int4, quantize_int8_per_channel
+
+
+@pytest.mark.parametrize("rows", [1, 3, 16])
+def test_int4_matches_its_dequantized_weight_in_float32(rows):
+    torch.manual_seed(0)
+    q = quantize_int4(torch.randn(48, 64))
+    bias = torch.randn(48)
+    layer = Int4Linear(q, bias, torch.float32)
+    x = torch.randn(rows, 64)
+    torch.testing.assert_close(layer(x), F.linear(x, q.dequantize(), bias), rtol=1e-5, atol=1e-4)
+
+
+def test_int4_in_bfloat16_is_close_to_float32():
+    torch.manual_seed(0)
+    q = quantize_int4(torch.randn(64, 128))
+    x = torch.randn(2, 128)
+    out = Int4Linear(q, None, torch.bfloat16)(x.bfloat16())
+    assert out.dtype == torch.bfloat16
+    ref = F.linear(x, q.dequantize())
+    assert (out.float() - ref).abs().max() < 0.05 * ref.abs().max()
+
+
+def test_dense_weight_takes_batches_from_its_threshold():
+    torch.manual_seed(0)
+    w = torch.randn(32, 64)
+    q = quantize_int4(w)
+    layer = Int4Linear(q, None, torch.float32, dense=w, dense_from=4)
+    small, large = torch.randn(3, 64), torch.randn(4, 64)
+    torch.testing.assert_close(layer(small), F.linear(small, q.dequantize()), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(layer(large), F.linear(large, w))  # the dense weight, not q
+
+
+def test_int8_matches_its_per_channel_weight():
+    torch.manual_seed(0)
+    w = torch.randn(40, 64)
+    layer = Int8Linear(w, None, torch.float32)
+    codes, scale = quantize_int8_per_channel(w)
+    x = torch.randn(5, 64)
+    torch.testing.assert_close(layer(x), F.linear(x, codes.float() * scale[:, None]))
+
+
+def test_leading_dimensions_are_kept():
+    layer = Int4Linear(quantize_int4(torch.randn(16, 32)), None, torch.float32)
+    assert layer(torch.randn(2, 3, 32)).shape == (2, 3, 16)
