@@ -27,12 +27,13 @@ from runtime.server_args import SchedulerArgs  # noqa: E402
 
 
 def parse_mode(mode: str) -> dict:
-    """`bfloat16+int4+compile` -> SchedulerArgs fields."""
+    """`bfloat16+auto+compile` -> SchedulerArgs fields (`det`: deterministic inference)."""
     parts = mode.split("+")
     fields = {"dtype": parts[0], "quantization": "none"}
+    flags = {"compile": "enable_torch_compile", "det": "enable_deterministic_inference"}
     for p in parts[1:]:
-        if p == "compile":
-            fields["compile_decode"] = True
+        if p in flags:
+            fields[flags[p]] = True
         else:
             fields["quantization"] = p
     return fields

@@ -20,6 +20,8 @@ from peers.report import PROGRAM_ORDER, read_records  # noqa: E402
 COLORS = {
     "ours": "#d62728",
     "ours-bf16": "#ff9896",
+    "ours-compile": "#8c1515",
+    "ours-fp32": "#f7b6d2",
     "vllm": "#1f77b4",
     "vllm-fp32": "#9ecae1",
     "llamacpp": "#2ca02c",

@@ -19,7 +19,7 @@ from runtime.layers.packed_linear import (
 )
 from runtime.memory_pool import KVPool, ReqToTokenPool
 from runtime.model_loader.loader import (
-    default_model_path,
+    gguf_source,
     load_config,
     load_weights,
     prepare_model_folder,
@@ -58,19 +58,14 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return getattr(torch, name)
 
 
-def gguf_source(args: SchedulerArgs) -> str | None:
-    """The GGUF file the weights come from, if they do: its blocks can be kept as they are."""
-    path = args.model_path or default_model_path()
-    return path if path.endswith(".gguf") else None
-
-
 # Decode batches of at least this many rows use a dense copy of a quantized weight: past it the
 # dense GEMM beat the weight-only kernels here (benchmarks/bench_decode_step.py).
 DENSE_FROM = {"gguf": 8, "int4": 8, "int8": 4}
 
 
 def dense_from(quantization: str, args: SchedulerArgs) -> int | None:
-    return DENSE_FROM[quantization]
+    """None keeps every batch on the quantized kernel, whose rows do not depend on the batch."""
+    return None if args.enable_deterministic_inference else DENSE_FROM[quantization]
 
 
 def resolve_attention_backend(name: str, device: torch.device) -> str:
@@ -103,12 +98,14 @@ class ModelRunner:
         load_weights(model, self.model_folder)
         self.model = model.to(self.device, self.dtype).eval()
         self.model.model.rotary.build(self.device)
-        self.quantization = resolve_quantization(args.quantization, self.device, gguf_source(args))
+        self.quantization = resolve_quantization(
+            args.quantization, self.device, gguf_source(args.model_path)
+        )
         if self.quantization != "none":
             quantize_model(
                 self.model,
                 self.quantization,
-                gguf_source(args),
+                gguf_source(args.model_path),
                 self.model_folder,
                 self.dtype,
                 dense_from(self.quantization, args),
@@ -144,7 +141,14 @@ class ModelRunner:
         )
         for layer in self.model.attention_layers():
             layer.backend = self.backend
-        self.graph_runner = None
+        self.graph_runner = self.compiled_decode = None
+        if args.enable_torch_compile and self.device.type == "cpu":
+            from runtime.compiled_decode import CompiledDecode
+
+            self.compiled_decode = CompiledDecode(self.model, args.torch_compile_max_bs)
+            self.compiled_decode.warm_up(
+                self.backend, self.req_to_token_pool.req_to_token, self.kv_pool
+            )
         if self.device.type == "cuda" and not args.disable_cuda_graph:
             if self.backend.supports_cuda_graph:
                 from runtime.cuda_graph_runner import CudaGraphRunner
@@ -190,5 +194,8 @@ class ModelRunner:
             logits = self.graph_runner.replay(batch)
             return logits if logit_rows is None else logits[logit_rows]
         self.backend.init_forward_metadata(batch)
+        if self.compiled_decode is not None and self.compiled_decode.can_run(batch):
+            logits = self.compiled_decode(batch)
+            return logits if logit_rows is None else logits[logit_rows]
         hidden = self.model(batch)
         return self.model.compute_logits(hidden if logit_rows is None else hidden[logit_rows])

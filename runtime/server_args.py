@@ -32,6 +32,9 @@ class SchedulerArgs:
     quantization: str = "auto"  # weight-only; auto keeps a GGUF file's quantized tensors packed
     enable_torch_compile: bool = False  # CPU: compile the decode step, bucketed by batch size
     torch_compile_max_bs: int = 32
+    # The same tokens whatever the batch and the cache: one kernel per weight for every batch
+    # size, no cascade decode.
+    enable_deterministic_inference: bool = False
     context_length: int | None = None
     max_total_tokens: int | None = None
     mem_fraction_static: float | None = None
@@ -201,6 +204,11 @@ _CLI_FLAGS = [
     ),
     ("--enable-torch-compile", bool, "compile the decode step with torch.compile"),
     ("--torch-compile-max-bs", int, "largest decode batch that runs compiled"),
+    (
+        "--enable-deterministic-inference",
+        bool,
+        "greedy outputs independent of batching and of prefix-cache hits (slower at large batches)",
+    ),
     ("--context-length", int, "longest prompt + output (default: the model's)"),
     ("--max-total-tokens", int, "KV pool size in tokens (overrides --mem-fraction-static)"),
     ("--mem-fraction-static", float, "share of device memory for weights and the KV pool"),

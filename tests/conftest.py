@@ -19,6 +19,11 @@ RAW_PROMPTS = [
     "Once upon a time, in a small village,",
     "1, 2, 3, 4, 5,",
 ]
+# The float32 reference: exact comparisons (with transformers, batched against alone, cache on
+# against off) run in it. bfloat16 and quantized weights are measured, not asserted, there
+# (benchmarks/bench_quality.py), except under --enable-deterministic-inference. It runs without
+# the packed float32 GEMM copies: slower, and gigabytes lighter.
+REFERENCE = {"dtype": "float32", "quantization": "none", "disable_packed_gemm": True}
 
 
 def chat_ids(tokenizer, text: str) -> list[int]:
@@ -32,7 +37,7 @@ def chat_ids(tokenizer, text: str) -> list[int]:
 def engine():
     from runtime import Engine
 
-    eng = Engine(max_total_tokens=8192, debug_check_memory=True, log_level="warning")
+    eng = Engine(max_total_tokens=8192, debug_check_memory=True, log_level="warning", **REFERENCE)
     yield eng
     eng.shutdown()
 

@@ -43,8 +43,24 @@ class SystemSpec:
 SYSTEMS = {
     s.name: s
     for s in [
-        SystemSpec("ours", "ours (float32)", "ours", "float32"),
-        SystemSpec("ours-bf16", "ours (bfloat16)", "ours", "bfloat16"),
+        SystemSpec("ours", "ours (bfloat16, GGUF int4)", "ours", "auto"),
+        SystemSpec(
+            "ours-compile",
+            "ours (bfloat16, GGUF int4, compiled)",
+            "ours",
+            "auto",
+            extra_args=("--enable-torch-compile",),
+        ),
+        SystemSpec(
+            "ours-bf16",
+            "ours (bfloat16)",
+            "ours",
+            "bfloat16",
+            extra_args=("--quantization", "none"),
+        ),
+        SystemSpec(
+            "ours-fp32", "ours (float32)", "ours", "float32", extra_args=("--quantization", "none")
+        ),
         SystemSpec("vllm", "vLLM CPU (bfloat16)", "vllm", "bfloat16"),
         SystemSpec("vllm-fp32", "vLLM CPU (float32)", "vllm", "float32"),
         SystemSpec("llamacpp", "llama.cpp (Q4_1)", "llamacpp", "q4_1", concurrent=False),

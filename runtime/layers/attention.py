@@ -18,5 +18,11 @@ class PagedAttention(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch) -> torch.Tensor:
         """q: [T, H, D], k/v: [T, Hkv, D] -> [T, H * D]."""
-        out = self.backend.forward(q, k, v, self, batch)
+        out = _eager_attention(self.backend, q, k, v, self, batch)
         return out.reshape(q.shape[0], self.num_heads * self.head_dim)
+
+
+@torch._dynamo.disable
+def _eager_attention(backend, q, k, v, layer, batch) -> torch.Tensor:
+    """Outside torch.compile's graphs: backends build per-step metadata in Python."""
+    return backend.forward(q, k, v, layer, batch)

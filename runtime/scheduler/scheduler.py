@@ -199,7 +199,9 @@ class Scheduler:
         return outputs
 
     def _run_decode(self, batch: list[Req]) -> list[TokenOutput]:
-        fb = decode_batch(batch, self.memory, self.builder)
+        fb = decode_batch(
+            batch, self.memory, self.builder, not self.args.enable_deterministic_inference
+        )
         self.stats.cascade_decode_tokens += sum(len(rows) for rows, _ in fb.prefix_groups)
         logits = self.runner.forward(fb)
         for r in batch:

@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from runtime import Engine
+from tests.conftest import REFERENCE
 
 GREEDY = {"temperature": 0, "max_new_tokens": 24, "ignore_eos": True}
 
@@ -43,6 +44,7 @@ def test_mixed_lengths_and_late_joiners(engine, prompt_ids, reference):
 
 def test_small_chunked_prefill_and_small_budget(prompt_ids, reference):
     with Engine(
+        **REFERENCE,
         max_total_tokens=2048,
         chunked_prefill_size=16,
         max_prefill_tokens=24,
@@ -63,7 +65,11 @@ def test_long_prompt_is_chunked(engine):
     assert len(ids) > 300
     ref = engine.generate(input_ids=ids, sampling_params=GREEDY)["output_ids"]
     with Engine(
-        max_total_tokens=1024, chunked_prefill_size=64, log_level="warning", debug_check_memory=True
+        **REFERENCE,
+        max_total_tokens=1024,
+        chunked_prefill_size=64,
+        log_level="warning",
+        debug_check_memory=True,
     ) as eng:
         before = eng.get_server_info()
         assert eng.generate(input_ids=ids, sampling_params=GREEDY)["output_ids"] == ref

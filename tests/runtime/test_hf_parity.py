@@ -10,7 +10,7 @@ import torch
 from runtime.model_loader import default_model_path
 from runtime.model_runner import ModelRunner
 from runtime.server_args import ServerArgs
-from tests.conftest import prefill_logits
+from tests.conftest import REFERENCE, prefill_logits
 
 NEW_TOKENS = 32
 
@@ -48,7 +48,7 @@ def test_greedy_matches_transformers(engine, hf_model, prompt_ids):
 
 
 def test_prefill_logits_match_transformers(engine, hf_model, prompt_ids):
-    runner = ModelRunner(ServerArgs(max_total_tokens=1024, max_running_requests=2))
+    runner = ModelRunner(ServerArgs(max_total_tokens=1024, max_running_requests=2, **REFERENCE))
     for ids in prompt_ids:
         ours = prefill_logits(runner, ids)
         with torch.inference_mode():

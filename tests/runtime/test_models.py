@@ -8,7 +8,7 @@ import torch
 from runtime.layers.rotary import rope_inv_freq
 from runtime.model_runner import ModelRunner
 from runtime.server_args import ServerArgs
-from tests.conftest import prefill_logits
+from tests.conftest import REFERENCE, prefill_logits
 
 LLAMA3_ROPE = {
     "rope_type": "llama3",
@@ -52,7 +52,9 @@ def tiny_checkpoint(tmp_path, kind: str):
 def test_folder_checkpoint_matches_transformers(tmp_path, kind):
     ref = tiny_checkpoint(tmp_path, kind)
     runner = ModelRunner(
-        ServerArgs(model_path=str(tmp_path), max_total_tokens=1024, max_running_requests=2)
+        ServerArgs(
+            model_path=str(tmp_path), max_total_tokens=1024, max_running_requests=2, **REFERENCE
+        )
     )
     assert runner.config.architecture.lower().startswith(kind[:4])
     if kind == "qwen2":

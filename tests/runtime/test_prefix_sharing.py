@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from runtime import Engine
+from tests.conftest import REFERENCE
 
 SYSTEM = (
     "You are a careful assistant for a small bakery. You answer questions about opening hours, "
@@ -37,6 +38,7 @@ def prompts(engine):
 @pytest.fixture(scope="module")
 def no_cache_outputs(prompts):
     with Engine(
+        **REFERENCE,
         max_total_tokens=4096,
         disable_radix_cache=True,
         debug_check_memory=True,
@@ -84,7 +86,9 @@ def test_next_chat_turn_reuses_the_answer(engine):
 
 
 def test_in_batch_sharing_computes_the_prefix_once(prompts):
-    with Engine(max_total_tokens=4096, debug_check_memory=True, log_level="warning") as eng:
+    with Engine(
+        **REFERENCE, max_total_tokens=4096, debug_check_memory=True, log_level="warning"
+    ) as eng:
         out = eng.generate(input_ids=prompts, sampling_params={**GREEDY, "max_new_tokens": 2})
         info = eng.get_server_info()
     shared = min(len(p) for p in prompts) - 12
@@ -96,7 +100,11 @@ def test_in_batch_sharing_computes_the_prefix_once(prompts):
 @pytest.mark.parametrize("policy", ["lpm", "dfs-weight", "fcfs", "random"])
 def test_every_policy_gives_the_same_greedy_outputs(policy, prompts, no_cache_outputs):
     with Engine(
-        max_total_tokens=4096, schedule_policy=policy, debug_check_memory=True, log_level="warning"
+        **REFERENCE,
+        max_total_tokens=4096,
+        schedule_policy=policy,
+        debug_check_memory=True,
+        log_level="warning",
     ) as eng:
         mixed = [prompts[i] for i in (3, 0, 5, 1, 4, 2)]
         out = eng.generate(input_ids=mixed, sampling_params=GREEDY)
@@ -106,10 +114,13 @@ def test_every_policy_gives_the_same_greedy_outputs(policy, prompts, no_cache_ou
 def test_memory_pressure_retracts_and_outputs_stay_the_same(prompts, no_cache_outputs):
     # A request ends holding ~190 slots (~100 of them the shared prefix); 300 cannot hold six.
     params = {**GREEDY, "max_new_tokens": 80}
-    with Engine(max_total_tokens=300, disable_radix_cache=True, log_level="warning") as eng:
+    with Engine(
+        **REFERENCE, max_total_tokens=300, disable_radix_cache=True, log_level="warning"
+    ) as eng:
         ref = [r["output_ids"] for r in eng.generate(input_ids=prompts[:1], sampling_params=params)]
     for disable in (False, True):
         with Engine(
+            **REFERENCE,
             max_total_tokens=300,
             disable_radix_cache=disable,
             debug_check_memory=True,
@@ -145,7 +156,11 @@ def test_flush_is_refused_while_running(engine):
 
 def test_page_size_keeps_whole_pages(prompts, no_cache_outputs):
     with Engine(
-        max_total_tokens=4096, page_size=4, debug_check_memory=True, log_level="warning"
+        **REFERENCE,
+        max_total_tokens=4096,
+        page_size=4,
+        debug_check_memory=True,
+        log_level="warning",
     ) as eng:
         out = eng.generate(input_ids=prompts, sampling_params=GREEDY)
         info = eng.get_server_info()
@@ -163,6 +178,7 @@ def test_random_load_with_aborts_keeps_the_pool_whole(prompts):
 
     rng = random.Random(7)
     with Engine(
+        **REFERENCE,
         max_total_tokens=600,
         chunked_prefill_size=64,
         max_running_requests=6,

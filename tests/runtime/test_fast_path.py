@@ -1,0 +1,110 @@
+"""The CPU fast path: bfloat16 with the GGUF file's int4 blocks, deterministic inference, and the
+compiled decode step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kernels.forward_batch import ForwardMode
+from runtime import Engine
+from runtime.batch_builder import BatchBuilder
+from runtime.model_loader.loader import load_tokenizer
+from runtime.model_runner import ModelRunner, cpu_has_native_bf16
+from runtime.server_args import SchedulerArgs
+
+SYSTEM = "You are a helpful assistant who answers in one short sentence."
+QUESTIONS = ["What is the capital of France?", "Name a prime number.", "What colour is grass?"]
+
+
+def chat(tok, question: str) -> list[int]:
+    text = tok.apply_chat_template(
+        [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}],
+        add_generation_prompt=True,
+        tokenize=False,
+    )
+    return tok.encode(text)
+
+
+def test_deterministic_inference_gives_the_same_tokens_alone_batched_and_cached():
+    params = {"temperature": 0, "max_new_tokens": 24, "ignore_eos": True}
+    with Engine(
+        max_total_tokens=4096,
+        enable_deterministic_inference=True,
+        debug_check_memory=True,
+        log_level="warning",
+    ) as eng:
+        info = eng.get_server_info()
+        if cpu_has_native_bf16():
+            assert info["model_dtype"] == "bfloat16"
+        assert info["weight_quantization"] == "gguf"
+        prompts = [chat(eng.tokenizer, q) for q in QUESTIONS]
+        alone = []
+        for ids in prompts:
+            assert eng.flush_cache()
+            alone.append(eng.generate(input_ids=ids, sampling_params=params)["output_ids"])
+        assert eng.flush_cache()
+        batched = [r["output_ids"] for r in eng.generate(input_ids=prompts, sampling_params=params)]
+        warm = [r["output_ids"] for r in eng.generate(input_ids=prompts, sampling_params=params)]
+        assert eng.get_server_info()["cache_hit_rate"] > 0
+    assert batched == alone
+    assert warm == alone
+
+
+def _decode_logits(runner: ModelRunner, prompts: list[list[int]], steps: int) -> list:
+    """Prefill the prompts, then greedy decode steps; each step's logits."""
+    builder = BatchBuilder(runner.req_to_token_pool, runner.kv_pool, runner.device)
+    slots = [runner.req_to_token_pool.alloc() for _ in prompts]
+    lens = [len(p) for p in prompts]
+    locs = [runner.kv_pool.alloc(n) for n in lens]
+    fb = builder.build(
+        ForwardMode.EXTEND,
+        [t for p in prompts for t in p],
+        [i for n in lens for i in range(n)],
+        torch.cat(locs),
+        slots,
+        lens,
+        prefix_lens=[0] * len(prompts),
+        extend_lens=lens,
+    )
+    last = torch.tensor(lens).cumsum(0) - 1
+    tokens = runner.forward(fb, last).argmax(-1).tolist()
+    out = []
+    for _ in range(steps):
+        loc = runner.kv_pool.alloc(len(prompts))
+        locs.append(loc)
+        positions, lens = list(lens), [n + 1 for n in lens]
+        fb = builder.build(ForwardMode.DECODE, tokens, positions, loc, slots, lens)
+        logits = runner.forward(fb)
+        out.append(logits)
+        tokens = logits.argmax(-1).tolist()
+    for loc in locs:
+        runner.kv_pool.free(loc)
+    for s in slots:
+        runner.req_to_token_pool.free(s)
+    return out
+
+
+@pytest.mark.slow
+def test_compiled_decode_step_matches_eager():
+    runner = ModelRunner(
+        SchedulerArgs(
+            max_total_tokens=1024,
+            max_running_requests=4,
+            enable_torch_compile=True,
+            torch_compile_max_bs=4,
+            log_level="warning",
+        )
+    )
+    tok = load_tokenizer(runner.model_folder)
+    prompts = [chat(tok, q) for q in QUESTIONS]
+    for batch in (prompts[:1], prompts):
+        compiled = _decode_logits(runner, batch, 4)
+        eager_fn, runner.compiled_decode = runner.compiled_decode, None
+        try:
+            eager = _decode_logits(runner, batch, 4)
+        finally:
+            runner.compiled_decode = eager_fn
+        for c, e in zip(compiled, eager):
+            assert torch.equal(c.argmax(-1), e.argmax(-1))
+            assert (c - e).abs().max() < 0.25  # bfloat16 activations, fused in another order
