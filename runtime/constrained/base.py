@@ -54,8 +54,10 @@ class GrammarBackend(ABC):
     """Compiles specs for one tokenizer. `compile(kind, spec)` (kind in CONSTRAINT_KINDS) runs
     in the compile process (or on the cache's worker thread), returns an immutable compiled
     grammar that many requests share, and raises ValueError naming what is wrong with a bad
-    spec; `serialize` / `deserialize` carry it back from the compile process; `matcher(compiled)`
-    is cheap and makes the per-request state."""
+    spec; `matcher(compiled)` is cheap and makes the per-request state. A backend whose
+    compiled grammar crosses processes for less than compiling it again overrides `serialize`
+    and `deserialize`; by default the compile process only proves a spec compiles in time, and
+    the caller compiles it again."""
 
     name = ""
 
@@ -67,13 +69,14 @@ class GrammarBackend(ABC):
     def compile(self, kind: str, spec: str):
         """The compiled grammar; ValueError for a spec that does not compile."""
 
-    @abstractmethod
-    def serialize(self, compiled) -> bytes:
-        """The compiled grammar as bytes another process with the same tokenizer can load."""
+    def serialize(self, compiled) -> bytes | None:
+        """The compiled grammar as bytes another process with the same tokenizer can load, or
+        None: compile the spec again there."""
+        return None
 
-    @abstractmethod
     def deserialize(self, data: bytes):
         """The compiled grammar `serialize` wrote."""
+        raise TypeError(f"the {self.name} backend's grammars are compiled again, not loaded")
 
     @abstractmethod
     def matcher(self, compiled) -> GrammarMatcher:

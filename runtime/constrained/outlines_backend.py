@@ -163,6 +163,7 @@ class OutlinesBackend(GrammarBackend):
             raise ValueError(f"{kind}: {e}") from None
 
     def serialize(self, compiled) -> bytes:
+        # An index pickles in ~1 ms, where compiling it takes tens of ms to seconds.
         return pickle.dumps(compiled)
 
     def deserialize(self, data: bytes):

@@ -48,6 +48,10 @@ class XGrammarBackend(GrammarBackend):
         # What compiling needs, without the tokenizer: the compile process skips transformers.
         return (_compiling_backend, (self.info.serialize_json(), self.vocab_size))
 
+    # No serialize: a compiled grammar's JSON form (~2 MB for a dozen-field schema) takes about
+    # ten times the compile to write and read back, so the compile process only proves a spec
+    # compiles in time and the scheduler compiles it again (see compile_worker).
+
     def compile(self, kind: str, spec: str):
         if kind == "json_schema":
             try:
@@ -68,19 +72,12 @@ class XGrammarBackend(GrammarBackend):
             raise ValueError(f"{kind}: {msg}") from None
         raise ValueError(f"{kind}: unknown constraint kind")
 
-    def serialize(self, compiled) -> bytes:
-        return compiled.serialize_json().encode()
-
-    def deserialize(self, data: bytes):
-        # Checks the tokenizer metadata the grammar was compiled for against ours.
-        return xgr.CompiledGrammar.deserialize_json(data.decode(), self.info)
-
     def matcher(self, compiled) -> GrammarMatcher:
         return XGrammarMatcher(xgr.GrammarMatcher(compiled))
 
 
 def _compiling_backend(info_json: str, vocab_size: int) -> XGrammarBackend:
-    """An unpickled backend: it compiles and serializes, with no tokenizer beside it."""
+    """An unpickled backend: it compiles, with no tokenizer beside it."""
     backend = XGrammarBackend.__new__(XGrammarBackend)
     GrammarBackend.__init__(backend, None, vocab_size)
     backend._set_info(xgr.TokenizerInfo.deserialize_json(info_json))
