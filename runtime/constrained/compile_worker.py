@@ -94,7 +94,13 @@ class CompileWorker:
             self._restart()
         if not self.ready:
             self._wait_ready()
-        self.conn.send_bytes(pickle.dumps((kind, spec)))
+        try:
+            self.conn.send_bytes(pickle.dumps((kind, spec)))
+        except OSError:  # it died since the check above; the next request starts a new one
+            self._stop()
+            raise RuntimeError(
+                "the grammar compile process exited; send the request again"
+            ) from None
         if not self.conn.poll(self.timeout):
             logger.warning(
                 "a %s overran its %g s to compile; restarting the compile process",
