@@ -18,8 +18,8 @@ import sys
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def spawn(module: str, *argv: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", module, *argv])
+def spawn(module: str, *argv: str, **popen_kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", module, *argv], **popen_kwargs)
 
 
 def configure_child_logging(log_level: str) -> None:

@@ -48,6 +48,7 @@ class SchedulerArgs:
     disable_cuda_graph: bool = False
     cuda_graph_max_bs: int = 160
     grammar_backend: str = "xgrammar"
+    grammar_compile_timeout: float = 10.0  # seconds; 0: compile in-process, without a deadline
     disable_jump_forward: bool = False
     random_seed: int = 0
     cache_dir: str | None = None
@@ -101,6 +102,11 @@ class SchedulerArgs:
             need(0 < self.mem_fraction_static < 1, "mem_fraction_static", "must be in (0, 1)")
         if self.context_length is not None:
             need(self.context_length >= 16, "context_length", "must be >= 16")
+        need(
+            self.grammar_compile_timeout >= 0,
+            "grammar_compile_timeout",
+            "must be >= 0 (0: no deadline)",
+        )
         if self.max_json_string_length is not None:
             need(self.max_json_string_length >= 1, "max_json_string_length", "must be >= 1")
 
@@ -233,6 +239,12 @@ _CLI_FLAGS = [
         "--grammar-backend",
         str,
         "compiles regex / json_schema / ebnf constraints (outlines: regex and JSON schema only)",
+    ),
+    (
+        "--grammar-compile-timeout",
+        float,
+        "seconds a grammar may take to compile before its request is refused (0: no deadline, "
+        "compiled in the scheduler process)",
     ),
     (
         "--disable-jump-forward",

@@ -21,6 +21,10 @@ logger = logging.getLogger(__name__)
 CONSTRAINT_KINDS = ("regex", "json_schema", "ebnf")
 
 
+class GrammarCompileTimeout(ValueError):
+    """The spec did not compile within the deadline: a property of the spec, so it is cached."""
+
+
 class GrammarMatcher(ABC):
     """One request's position in its grammar. The scheduler owns it: it fills the mask before
     each sampling step, then accepts the sampled token (or rolls back forced ones)."""
@@ -48,9 +52,12 @@ class GrammarMatcher(ABC):
 
 class GrammarBackend(ABC):
     """Compiles specs for one tokenizer. `compile(kind, spec)` (kind in CONSTRAINT_KINDS) runs
-    on the cache's worker thread, returns an immutable compiled grammar that many requests share,
-    and raises ValueError naming what is wrong with a bad spec; `matcher(compiled)` is cheap and
-    makes the per-request state."""
+    in the compile process (or on the cache's worker thread), returns an immutable compiled
+    grammar that many requests share, and raises ValueError naming what is wrong with a bad
+    spec; `matcher(compiled)` is cheap and makes the per-request state. A backend whose
+    compiled grammar crosses processes for less than compiling it again overrides `serialize`
+    and `deserialize`; by default the compile process only proves a spec compiles in time, and
+    the caller compiles it again."""
 
     name = ""
 
@@ -62,6 +69,15 @@ class GrammarBackend(ABC):
     def compile(self, kind: str, spec: str):
         """The compiled grammar; ValueError for a spec that does not compile."""
 
+    def serialize(self, compiled) -> bytes | None:
+        """The compiled grammar as bytes another process with the same tokenizer can load, or
+        None: compile the spec again there."""
+        return None
+
+    def deserialize(self, data: bytes):
+        """The compiled grammar `serialize` wrote."""
+        raise TypeError(f"the {self.name} backend's grammars are compiled again, not loaded")
+
     @abstractmethod
     def matcher(self, compiled) -> GrammarMatcher:
         """A fresh matcher at the start of the grammar."""
@@ -69,24 +85,33 @@ class GrammarBackend(ABC):
 
 class GrammarCache:
     """Compiles on a worker thread, so a request waits for its grammar without stalling the
-    batch; identical specs share one compilation (also while it is still running)."""
+    batch; identical specs share one compilation (also while it is still running). With a
+    `compile_timeout` (seconds, > 0) that thread hands each spec to a compile process and gives
+    up on it at the deadline (see `compile_worker`); a spec refused so stays refused while it is
+    cached, so sending it again costs nothing. Other failures are retried on the next request."""
 
     def __init__(
         self,
         backend: GrammarBackend,
         max_entries: int = 512,
         max_json_string_length: int | None = None,
+        compile_timeout: float = 0,
     ) -> None:
         self.backend = backend
         self.max_entries = max_entries
         self.max_json_string_length = max_json_string_length
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grammar")
         self.entries: OrderedDict[tuple[str, str], Future] = OrderedDict()
+        self.worker = None
+        if compile_timeout > 0:
+            from runtime.constrained.compile_worker import CompileWorker
+
+            self.worker = CompileWorker(backend, compile_timeout)
 
     def get(self, kind: str, spec: str) -> Future:
         key = (kind, spec)
         fut = self.entries.get(key)
-        if fut is None or (fut.done() and fut.exception() is not None):
+        if fut is None or (fut.done() and _retry(fut.exception())):
             fut = self.pool.submit(self._compile, kind, spec)
             self.entries[key] = fut
             while len(self.entries) > self.max_entries:
@@ -97,10 +122,18 @@ class GrammarCache:
     def _compile(self, kind: str, spec: str):
         if kind == "json_schema":
             spec = bound_json_schema(spec, self.max_json_string_length)
+        if self.worker is not None:
+            return self.worker.compile(kind, spec)
         return self.backend.compile(kind, spec)
 
     def shutdown(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+        if self.worker is not None:
+            self.worker.close()  # a compile the thread still waits on then fails at once
+
+
+def _retry(error: BaseException | None) -> bool:
+    return error is not None and not isinstance(error, GrammarCompileTimeout)
 
 
 def bitmask_width(vocab_size: int) -> int:

@@ -38,8 +38,19 @@ class XGrammarBackend(GrammarBackend):
 
     def __init__(self, tokenizer, vocab_size: int) -> None:
         super().__init__(tokenizer, vocab_size)
-        info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
+        self._set_info(xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size))
+
+    def _set_info(self, info: xgr.TokenizerInfo) -> None:
+        self.info = info
         self.compiler = xgr.GrammarCompiler(info, max_threads=1)
+
+    def __reduce__(self):
+        # What compiling needs, without the tokenizer: the compile process skips transformers.
+        return (_compiling_backend, (self.info.serialize_json(), self.vocab_size))
+
+    # No serialize: a compiled grammar's JSON form (~2 MB for a dozen-field schema) takes about
+    # ten times the compile to write and read back, so the compile process only proves a spec
+    # compiles in time and the scheduler compiles it again (see compile_worker).
 
     def compile(self, kind: str, spec: str):
         if kind == "json_schema":
@@ -63,3 +74,11 @@ class XGrammarBackend(GrammarBackend):
 
     def matcher(self, compiled) -> GrammarMatcher:
         return XGrammarMatcher(xgr.GrammarMatcher(compiled))
+
+
+def _compiling_backend(info_json: str, vocab_size: int) -> XGrammarBackend:
+    """An unpickled backend: it compiles, with no tokenizer beside it."""
+    backend = XGrammarBackend.__new__(XGrammarBackend)
+    GrammarBackend.__init__(backend, None, vocab_size)
+    backend._set_info(xgr.TokenizerInfo.deserialize_json(info_json))
+    return backend

@@ -1,7 +1,9 @@
-"""Constrained requests waiting for their grammar, which compiles on a worker thread.
+"""Constrained requests waiting for their grammar, which compiles on a worker thread (in a
+compile process under a deadline, with `--grammar-compile-timeout`).
 
 A request whose grammar is compiled joins the waiting queue at once; the others wait here so the
-batch keeps running meanwhile. A spec that fails to compile fails its request only.
+batch keeps running meanwhile. A spec that fails to compile, or not in time, fails its request
+only.
 """
 
 from __future__ import annotations
@@ -13,8 +15,15 @@ from runtime.scheduler.req import Req
 
 
 class GrammarQueue:
-    def __init__(self, backend: GrammarBackend, max_json_string_length: int | None = None) -> None:
-        self.cache = GrammarCache(backend, max_json_string_length=max_json_string_length)
+    def __init__(
+        self,
+        backend: GrammarBackend,
+        max_json_string_length: int | None = None,
+        compile_timeout: float = 0,
+    ) -> None:
+        self.cache = GrammarCache(
+            backend, max_json_string_length=max_json_string_length, compile_timeout=compile_timeout
+        )
         self.pending: list[tuple[Req, concurrent.futures.Future]] = []
 
     def add(self, req: Req) -> bool:
@@ -51,7 +60,7 @@ class GrammarQueue:
             try:
                 self._attach(req, future)
                 ready.append(req)
-            except ValueError as e:
+            except (ValueError, RuntimeError) as e:  # RuntimeError: no compile process
                 errors.append((req.rid, e))
         self.pending = still
         return ready, errors

@@ -59,7 +59,9 @@ class Scheduler:
         self.chunked: Req | None = None  # prompt partly prefilled
         backend = create_grammar_backend(args.grammar_backend, tokenizer, runner.config.vocab_size)
         self.grammars = (
-            GrammarQueue(backend, args.max_json_string_length) if backend is not None else None
+            GrammarQueue(backend, args.max_json_string_length, args.grammar_compile_timeout)
+            if backend is not None
+            else None
         )
         # Jump-forward re-queues the request to extend the forced tokens: without a prefix
         # cache that would recompute its whole sequence, so it is off then.

@@ -17,6 +17,8 @@ LIMIT_FLAGS = [
     "16",
     "--max-request-bytes",
     "200000",
+    "--grammar-compile-timeout",
+    "1",
     "--debug-check-memory",  # a broken KV account stops the scheduler, and the test sees it
     "--log-level",
     "warning",

@@ -12,6 +12,7 @@ import pytest
 
 from runtime.sampling.sampling_params import MAX_STOP_STRINGS
 from tests.reliability.conftest import assert_serving, generate
+from tests.runtime.constrained.test_compile_worker import PERSON, SLOW_SCHEMA
 
 pytestmark = pytest.mark.slow
 
@@ -50,6 +51,32 @@ def test_user_message_without_content_is_400(client):
     body = {"model": "default", "messages": [{"role": "user", "content": None}]}
     r = client.post("/v1/chat/completions", json=body)
     assert r.status_code == 400 and "content" in r.json()["error"]["message"]
+    assert_serving(client)
+
+
+def test_a_grammar_past_its_compile_deadline_is_400_and_the_next_one_compiles(client):
+    slow = {
+        "model": "default",
+        "messages": [{"role": "user", "content": "Fill the form."}],
+        "max_tokens": 8,
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "form", "schema": json.loads(SLOW_SCHEMA)},
+        },
+    }
+    plain: list[httpx.Response] = []
+    beside = threading.Thread(target=lambda: plain.append(generate(client, max_new_tokens=16)))
+    beside.start()  # runs while the grammar compiles (and is given up on)
+    r = client.post("/v1/chat/completions", json=slow)
+    beside.join()
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["message"] == (
+        "sampling_params.json_schema: grammar did not compile within 1 s"
+    )
+    assert plain[0].status_code == 200
+    good = generate(client, json_schema=PERSON, max_new_tokens=32)
+    assert good.status_code == 200, good.text
+    assert good.json()["text"].startswith('{"name": "')
     assert_serving(client)
 
 

@@ -52,6 +52,7 @@ def test_flags_reach_the_settings():
         ({"max_total_tokens": 3}, "max_total_tokens"),
         ({"mem_fraction_static": 1.5}, "mem_fraction_static"),
         ({"chunked_prefill_size": 0}, "chunked_prefill_size"),
+        ({"grammar_compile_timeout": -1}, "grammar_compile_timeout"),
     ],
 )
 def test_bad_settings_name_the_field(kwargs, field):
