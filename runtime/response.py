@@ -44,7 +44,8 @@ class ResponseBuilder:
         self.last = out
         ids = out.new_token_ids
         fr = out.finish_reason
-        if fr is not None and fr.type == "stop" and isinstance(fr.matched, int) and ids:
+        trim = not self.params.no_stop_trim
+        if trim and fr is not None and fr.type == "stop" and isinstance(fr.matched, int) and ids:
             ids = ids[:-1]  # the matched stop token is not part of the text
         self.decoder.push(ids)
         if fr is not None:
@@ -81,7 +82,9 @@ class ResponseBuilder:
         fr = self.last.finish_reason if self.last else None
         if fr is not None and fr.type == "stop" and isinstance(fr.matched, str):
             hit = find_stop(text, [fr.matched])
-            return text[: hit[0]] if hit else text
+            if hit is None:
+                return text
+            return text[: hit[0] + (len(hit[1]) if self.params.no_stop_trim else 0)]
         if fr is None:  # streaming: hold back what may be the start of a stop string
             return text[: len(text) - stop_holdback(text, stops)]
         return text

@@ -1,7 +1,7 @@
 """The OpenAI protocol: /v1/models, /v1/completions, /v1/chat/completions, streaming included.
 
 Requests become `Engine.async_generate` calls with our sampling params; SGLang's extra body
-fields (top_k, min_p, ignore_eos, ...) pass through to them, so an unknown one is a 400 naming it.
+fields (top_k, min_p, ignore_eos, ...) pass through to them, vLLM's are mapped onto them.
 """
 
 from __future__ import annotations
@@ -239,11 +239,10 @@ async def chat_completions(req: ChatRequest, request: Request):
         raise APIError(400, "tools: tool calling is not supported by this server", "tools")
     req.apply_response_format()
     messages = [{"role": m.role, "content": m.text()} for m in req.messages]
+    template_kwargs = req.template_kwargs(messages[-1]["role"])
     try:
         enc = await engine.run_in_tokenizer(
-            lambda: engine.tokenizer.apply_chat_template(
-                messages, add_generation_prompt=messages[-1]["role"] != "assistant", tokenize=True
-            )
+            lambda: engine.tokenizer.apply_chat_template(messages, tokenize=True, **template_kwargs)
         )
     except Exception as e:  # a template that rejects the conversation (roles out of order)
         raise APIError(400, f"messages: the chat template rejects them ({e})", "messages") from e
