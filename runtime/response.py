@@ -62,6 +62,7 @@ class ResponseBuilder:
             completion_tokens=out.completion_tokens,
             cached_tokens=out.cached_tokens,
             finish_reason=fr.to_dict() if fr is not None else None,
+            queue_time=out.queue_time,
         )
         if out.input_token_logprobs is not None:
             delta.input_token_logprobs = [self._entry(lp, t) for lp, t in out.input_token_logprobs]
@@ -116,6 +117,7 @@ class RequestResult:
         self.first_token_time: float | None = None
         self.prev_token_time: float | None = None  # before the last delta with tokens
         self.last_token_time: float | None = None
+        self.queue_time: float | None = None  # as the scheduler measured it
 
     @property
     def finished(self) -> bool:
@@ -130,6 +132,8 @@ class RequestResult:
             cached_tokens=d.cached_tokens,
         )
         self.finish_reason = d.finish_reason
+        if d.queue_time is not None:
+            self.queue_time = d.queue_time
         if d.input_token_logprobs is not None:
             self.input_token_logprobs = d.input_token_logprobs
             self.input_top_logprobs = d.input_top_logprobs or []

@@ -28,13 +28,15 @@ from runtime.entrypoints.http_utils import (
 )
 from runtime.entrypoints.metrics import Metrics
 from runtime.entrypoints.openai_api import openai_router
+from runtime.entrypoints.request_log import log_finished_request
+from runtime.entrypoints.utility_routes import utility_router
 from runtime.io_struct import GenerateRequest
 from runtime.model_loader.loader import default_model_path
 from runtime.server_args import ServerArgs
+from runtime.version import __version__
 
 logger = logging.getLogger(__name__)
 
-VERSION = "0.1.0"
 RETRY_AFTER_S = 1
 
 # The /generate body is a GenerateRequest whose `prompt` is called `text`.
@@ -43,15 +45,26 @@ GENERATE_FIELDS = [
 ]
 BOOL_FIELDS = {"stream", "return_logprob", "return_text_in_logprobs"}  # the rest: the Engine checks
 # Fields SGLang's clients may send that ask for nothing here when empty or off.
-IGNORED_WHEN_EMPTY = {"image_data", "modalities", "lora_path", "log_metrics", "session_params"}
+IGNORED_WHEN_EMPTY = {
+    "image_data",
+    "modalities",
+    "lora_path",
+    "log_metrics",
+    "session_params",
+    "return_hidden_states",
+}
+# Fields that ask for nothing here whatever their value: SGLang's router adds `model`.
+IGNORED = {"model", "log_metrics"}
 
 
 def generate_request(body: dict) -> GenerateRequest:
     """Maps a /generate body to a `GenerateRequest`, naming any bad field."""
     fields = {}
     for name, value in body.items():
+        if name in IGNORED:
+            continue
         if name in IGNORED_WHEN_EMPTY:
-            if value not in (None, False, [], {}, "") and name != "log_metrics":
+            if value not in (None, False, [], {}, ""):
                 raise APIError(400, f"{name}: not supported by this server", name)
             continue
         if name not in GENERATE_FIELDS:
@@ -139,15 +152,22 @@ def create_app(engine: Engine, args: ServerArgs) -> FastAPI:
         engine.shutdown()  # before uvicorn re-raises the signal that stopped it
 
     app = FastAPI(
-        title="radixserve", version=VERSION, default_response_class=JSON, lifespan=lifespan
+        title="radixserve", version=__version__, default_response_class=JSON, lifespan=lifespan
     )
-    metrics = Metrics(engine.get_server_info)
-    engine.on_delta = metrics.observe
-    app.state.engine, app.state.args, app.state.metrics = engine, args, metrics
     model_path = args.model_path or default_model_path()
     app.state.served_model_name = args.served_model_name or os.path.basename(
         model_path.rstrip("/")
     ).removesuffix(".gguf")
+    metrics = Metrics(engine.get_server_info, app.state.served_model_name)
+    engine.on_delta = metrics.observe
+    if args.log_requests:
+
+        def observe(r, d) -> None:
+            metrics.observe(r, d)
+            log_finished_request(r, d)
+
+        engine.on_delta = observe
+    app.state.engine, app.state.args, app.state.metrics = engine, args, metrics
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, e: APIError):
@@ -187,6 +207,7 @@ def create_app(engine: Engine, args: ServerArgs) -> FastAPI:
         return Response(status_code=200 if out["meta_info"]["finish_reason"] else 503)
 
     @app.get("/get_model_info")
+    @app.get("/model_info")  # where SGLang's router looks first
     async def get_model_info():
         return {
             "model_path": model_path,
@@ -202,7 +223,7 @@ def create_app(engine: Engine, args: ServerArgs) -> FastAPI:
         }
 
     def server_info() -> dict:
-        return {**engine.get_server_info(), "version": VERSION}
+        return {**engine.get_server_info(), "version": __version__}
 
     app.get("/get_server_info")(server_info)
     app.get("/server_info")(server_info)
@@ -240,6 +261,7 @@ def create_app(engine: Engine, args: ServerArgs) -> FastAPI:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(openai_router)
+    app.include_router(utility_router)
     app.add_middleware(BodySizeLimit, limit=args.max_request_bytes)
     if args.api_key:  # outermost: a request without the key learns nothing else
         app.add_middleware(ApiKeyAuth, api_key=args.api_key)

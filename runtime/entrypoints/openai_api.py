@@ -17,6 +17,7 @@ from runtime.entrypoints.openai_protocol import (
     CommonRequest,
     CompletionRequest,
 )
+from runtime.entrypoints.utility_routes import model_card
 
 openai_router = APIRouter()
 
@@ -134,20 +135,7 @@ def _check_model_len(n_prompt: int, context: int) -> None:
 
 @openai_router.get("/v1/models")
 async def list_models(request: Request):
-    state = request.app.state
-    return {
-        "object": "list",
-        "data": [
-            {
-                "id": state.served_model_name,
-                "object": "model",
-                "created": int(time.time()),
-                "owned_by": "radixserve",
-                "root": state.served_model_name,
-                "max_model_len": state.engine.context_len,
-            }
-        ],
-    }
+    return {"object": "list", "data": [model_card(request.app.state)]}
 
 
 @openai_router.post("/v1/completions")

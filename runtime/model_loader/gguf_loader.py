@@ -91,10 +91,11 @@ def _unpermute_rope(w: np.ndarray, n_heads: int) -> np.ndarray:
 
 def gguf_state_dict(reader, cfg: dict) -> dict[str, torch.Tensor]:
     from gguf.quants import dequantize
+    from tqdm import tqdm
 
     permute = cfg["model_type"] == "llama"
     out: dict[str, torch.Tensor] = {}
-    for t in reader.tensors:
+    for t in tqdm(reader.tensors, desc="converting GGUF", unit="tensor", disable=None):
         if t.name in _GLOBAL_NAMES:
             name = _GLOBAL_NAMES[t.name]
         else:
