@@ -30,6 +30,7 @@ from runtime.entrypoints.metrics import Metrics
 from runtime.entrypoints.openai_api import openai_router
 from runtime.entrypoints.request_log import log_finished_request
 from runtime.entrypoints.utility_routes import utility_router
+from runtime.entrypoints.vendor_fields import NATIVE_REFUSED_WHEN_SET, check_extra_fields
 from runtime.io_struct import GenerateRequest
 from runtime.model_loader.loader import default_model_path
 from runtime.server_args import ServerArgs
@@ -44,33 +45,19 @@ GENERATE_FIELDS = [
     "text" if f.name == "prompt" else f.name for f in dataclasses.fields(GenerateRequest)
 ]
 BOOL_FIELDS = {"stream", "return_logprob", "return_text_in_logprobs"}  # the rest: the Engine checks
-# Fields SGLang's clients may send that ask for nothing here when empty or off.
-IGNORED_WHEN_EMPTY = {
-    "image_data",
-    "modalities",
-    "lora_path",
-    "log_metrics",
-    "session_params",
-    "return_hidden_states",
-}
-# Fields that ask for nothing here whatever their value: SGLang's router adds `model`.
-IGNORED = {"model", "log_metrics"}
 
 
 def generate_request(body: dict) -> GenerateRequest:
-    """Maps a /generate body to a `GenerateRequest`, naming any bad field."""
+    """Maps a /generate body to a `GenerateRequest`, naming any bad field. SGLang's other
+    fields are checked as the OpenAI routes check vendor fields: refused when they ask for
+    what we would drop, else ignored (an unknown name is logged once)."""
+    check_extra_fields(
+        {k: v for k, v in body.items() if k not in GENERATE_FIELDS}, NATIVE_REFUSED_WHEN_SET
+    )
     fields = {}
     for name, value in body.items():
-        if name in IGNORED:
-            continue
-        if name in IGNORED_WHEN_EMPTY:
-            if value not in (None, False, [], {}, ""):
-                raise APIError(400, f"{name}: not supported by this server", name)
-            continue
         if name not in GENERATE_FIELDS:
-            raise APIError(
-                400, f"{name}: unknown field (known: {', '.join(GENERATE_FIELDS)})", name
-            )
+            continue
         if value is None:
             continue
         if name in BOOL_FIELDS and not isinstance(value, bool):

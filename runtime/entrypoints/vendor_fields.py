@@ -40,6 +40,26 @@ REFUSED_WHEN_SET = {
     "prediction": "no predicted outputs",
     "echo": "echo is a /v1/completions field",
 }
+# The same for SGLang's native /generate body (its router sends several, empty or off).
+NATIVE_REFUSED_WHEN_SET = {
+    "image_data": "text models only",
+    "video_data": "text models only",
+    "audio_data": "text models only",
+    "input_embeds": "give text or input_ids",
+    "modalities": "text models only",
+    "lora_path": "no LoRA adapters",
+    "lora_id": "no LoRA adapters",
+    "session_params": "no sessions; the radix cache reuses a shared prefix by itself",
+    "return_hidden_states": "hidden states are not returned",
+    "background": "requests are answered in the foreground",
+    "return_bytes": "no byte-level output",
+    "return_entropy": "no entropy output",
+    "custom_logit_processor": "no custom logits processors",
+    "token_ids_logprob": "give top_logprobs_num instead",
+    "bootstrap_host": "no prefill-decode disaggregation",
+    "bootstrap_room": "no prefill-decode disaggregation",
+    "data_parallel_rank": "one rank per server; see --dp-size",
+}
 # Known fields that change nothing here: not worth a log line.
 NO_EFFECT = {
     "guided_decoding_backend",  # the server's --grammar-backend decides
@@ -52,6 +72,9 @@ NO_EFFECT = {
     "store",
     "metadata",
     "reasoning_effort",
+    "model",  # SGLang's router adds it to /generate bodies
+    "log_metrics",
+    "no_logs",
 }
 EMPTY = (None, False, [], {}, "")
 _logged: set[str] = set()
@@ -71,12 +94,12 @@ class VendorFields(BaseModel):
     no_stop_trim: bool | None = None
 
 
-def check_extra_fields(extra: dict | None) -> None:
+def check_extra_fields(extra: dict | None, refused: dict[str, str] = REFUSED_WHEN_SET) -> None:
     """Refuses the set fields we cannot honour; logs each other unknown field name once."""
     for name, value in (extra or {}).items():
-        if name in REFUSED_WHEN_SET:
+        if name in refused:
             if value not in EMPTY:
-                why = REFUSED_WHEN_SET[name]
+                why = refused[name]
                 raise APIError(400, f"{name}: not supported by this server ({why})", name)
         elif name not in NO_EFFECT and name not in _logged:
             _logged.add(name)

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 SGLANG = (
     "python3 -m sglang.launch_server --model-path {model} --host 127.0.0.1 --port {port} "
-    "--tp-size 1 --enable-metrics --enable-cache-report --trust-remote-code "
+    "--tp-size 1 --dp-size 1 --enable-metrics --enable-cache-report --trust-remote-code "
     "--log-requests --chat-template {template} --mem-fraction-static 0.8 "
     "--max-total-tokens 4096 --max-running-requests 16 --context-length 2048 "
     "--chunked-prefill-size 512 --schedule-policy lpm --random-seed 42 "

@@ -103,3 +103,17 @@ def test_chat_template_arguments():
         with pytest.raises(APIError) as e:
             req.template_kwargs(role)
         assert e.value.message.startswith(f"{name}:")
+
+
+def test_native_bodies_take_what_sglang_router_adds_and_refuse_what_we_would_drop():
+    from runtime.entrypoints.http_server import generate_request
+
+    sent = {"text": "hi", "model": None, "sampling_params": {"max_new_tokens": 2}}
+    sent |= {"log_metrics": True, "return_hidden_states": False, "background": False}
+    sent |= {"no_logs": False, "return_bytes": False, "return_entropy": False}
+    req = generate_request(sent)
+    assert req.prompt == "hi" and req.sampling_params == {"max_new_tokens": 2}
+    for name, value in [("background", True), ("image_data", ["x.png"]), ("lora_path", "a")]:
+        with pytest.raises(APIError) as e:
+            generate_request({"text": "hi", name: value})
+        assert e.value.message.startswith(f"{name}: not supported by this server")
