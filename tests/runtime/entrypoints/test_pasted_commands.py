@@ -50,7 +50,7 @@ def test_sglang_docs_command(tmp_path):
     port = free_port()
     argv = flags(SGLANG, model=default_model_path(), port=port, template=template)
     with ServerProcess(*argv, port=port, log_path=str(log)) as srv:
-        assert httpx.get(f"{srv.url}/v1/models").json()["data"][0]["id"] == "smol"
+        assert httpx.get(f"{srv.url}/v1/models", timeout=60).json()["data"][0]["id"] == "smol"
         out = chat(srv.url)
         # the template file is the one used: "[user] Hi\n" is 5 tokens, the model's own far more
         assert out["usage"]["prompt_tokens"] < 10
@@ -62,6 +62,6 @@ def test_vllm_docs_command(tmp_path):
     port = free_port()
     argv = flags(VLLM, model=default_model_path(), port=port)
     with ServerProcess(*argv, port=port) as srv:
-        info = httpx.get(f"{srv.url}/get_server_info").json()
+        info = httpx.get(f"{srv.url}/get_server_info", timeout=60).json()
         assert info["page_size"] == 16 and info["max_running_requests"] == 16
         assert chat(srv.url)["choices"][0]["message"]["content"]
