@@ -42,6 +42,7 @@ REFUSED_WHEN_SET = {
 }
 # The same for SGLang's native /generate body (its router sends several, empty or off).
 NATIVE_REFUSED_WHEN_SET = {
+    "prompt": "the prompt of /generate is `text`",
     "image_data": "text models only",
     "video_data": "text models only",
     "audio_data": "text models only",

@@ -136,7 +136,7 @@ def test_dp_size_two_from_one_command():
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_serving(url, timeout=600)  # two replicas load one after the other on 2 cores
+        wait_serving(url, timeout=600)  # two replicas load at once on 2 cores
         import psutil
 
         launches = [
