@@ -37,7 +37,11 @@ from runtime.io_struct import (
     ShutdownRequest,
     TokenizedGenerateRequest,
 )
-from runtime.model_loader.loader import load_tokenizer, prepare_model_folder
+from runtime.model_loader.loader import (
+    load_generation_defaults,
+    load_tokenizer,
+    prepare_model_folder,
+)
 from runtime.response import RequestResult
 from runtime.scheduler.process import spawn_scheduler_process
 from runtime.server_args import ServerArgs
@@ -88,7 +92,7 @@ class Engine:
         try:
             # The settings travel over the socket: nothing of them shows on a command line.
             self._send_init(SchedulerInit(a.scheduler_args(model_path=folder)))
-            self.tokenizer = load_tokenizer(folder, self.server_args.tokenizer_path)
+            self.tokenizer = load_tokenizer(folder, a.tokenizer_path, a.chat_template)
             self.info = self._wait_ready()
         except BaseException:
             self.shutdown()
@@ -96,7 +100,11 @@ class Engine:
         self.context_len = self.info["context_length"]
         self.vocab_size = self.info["vocab_size"]
         self.input_processor = InputProcessor(
-            self.tokenizer, self.context_len, self.vocab_size, self.server_args.max_fanout
+            self.tokenizer,
+            self.context_len,
+            self.vocab_size,
+            self.server_args.max_fanout,
+            load_generation_defaults(folder),
         )
         self._receiver = threading.Thread(
             target=self._receive_loop, name="engine-receiver", daemon=True

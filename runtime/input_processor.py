@@ -14,11 +14,20 @@ from runtime.sampling.sampling_params import SamplingParams
 
 
 class InputProcessor:
-    def __init__(self, tokenizer, context_len: int, vocab_size: int, max_fanout: int) -> None:
+    def __init__(
+        self,
+        tokenizer,
+        context_len: int,
+        vocab_size: int,
+        max_fanout: int,
+        default_params: dict | None = None,
+    ) -> None:
         self.tokenizer = tokenizer
         self.context_len = context_len
         self.vocab_size = vocab_size
         self.max_fanout = max_fanout
+        # the model's generation_config.json: what a request does not set
+        self.default_params = default_params or {}
 
     def process(self, req: GenerateRequest) -> tuple[bool, list[TokenizedGenerateRequest]]:
         """(whether the caller sent a batch, one tokenized request per sequence to generate)."""
@@ -99,15 +108,20 @@ class InputProcessor:
             return True, [check(x) for x in input_ids]
         return False, [check(input_ids)]
 
-    @staticmethod
-    def _params(sampling_params, n: int) -> list[SamplingParams]:
+    def _params(self, sampling_params, n: int) -> list[SamplingParams]:
+        def build(p) -> SamplingParams:
+            if p is not None and not isinstance(p, dict):
+                raise ValueError("sampling_params: must be a dict or a list of dicts")
+            given = {
+                k: v for k, v in (p or {}).items() if v is not None or k not in self.default_params
+            }
+            return SamplingParams.from_dict({**self.default_params, **given})
+
         if isinstance(sampling_params, list):
             if len(sampling_params) != n:
                 raise ValueError(f"sampling_params: got {len(sampling_params)} for {n} prompts")
-            return [SamplingParams.from_dict(p) for p in sampling_params]
-        if sampling_params is not None and not isinstance(sampling_params, dict):
-            raise ValueError("sampling_params: must be a dict or a list of dicts")
-        return [SamplingParams.from_dict(sampling_params) for _ in range(n)]
+            return [build(p) for p in sampling_params]
+        return [build(sampling_params) for _ in range(n)]
 
     @staticmethod
     def _rids(rid, n: int) -> list[str]:

@@ -129,6 +129,7 @@ class TokenOutput:
     input_top_logprobs: list | None = None
     output_token_logprobs: list | None = None  # for new_token_ids
     output_top_logprobs: list | None = None
+    queue_time: float | None = None  # seconds in the waiting queue before its first prefill
 
 
 @dataclass
@@ -152,6 +153,7 @@ class ResultDelta:
     input_top_logprobs: list | None = None
     output_token_logprobs: list = field(default_factory=list)  # for output_ids
     output_top_logprobs: list = field(default_factory=list)
+    queue_time: float | None = None
 
 
 @dataclass

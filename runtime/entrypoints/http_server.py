@@ -28,13 +28,16 @@ from runtime.entrypoints.http_utils import (
 )
 from runtime.entrypoints.metrics import Metrics
 from runtime.entrypoints.openai_api import openai_router
+from runtime.entrypoints.request_log import log_finished_request
+from runtime.entrypoints.utility_routes import utility_router
+from runtime.entrypoints.vendor_fields import NATIVE_REFUSED_WHEN_SET, check_extra_fields
 from runtime.io_struct import GenerateRequest
 from runtime.model_loader.loader import default_model_path
 from runtime.server_args import ServerArgs
+from runtime.version import __version__
 
 logger = logging.getLogger(__name__)
 
-VERSION = "0.1.0"
 RETRY_AFTER_S = 1
 
 # The /generate body is a GenerateRequest whose `prompt` is called `text`.
@@ -42,22 +45,19 @@ GENERATE_FIELDS = [
     "text" if f.name == "prompt" else f.name for f in dataclasses.fields(GenerateRequest)
 ]
 BOOL_FIELDS = {"stream", "return_logprob", "return_text_in_logprobs"}  # the rest: the Engine checks
-# Fields SGLang's clients may send that ask for nothing here when empty or off.
-IGNORED_WHEN_EMPTY = {"image_data", "modalities", "lora_path", "log_metrics", "session_params"}
 
 
 def generate_request(body: dict) -> GenerateRequest:
-    """Maps a /generate body to a `GenerateRequest`, naming any bad field."""
+    """Maps a /generate body to a `GenerateRequest`, naming any bad field. SGLang's other
+    fields are checked as the OpenAI routes check vendor fields: refused when they ask for
+    what we would drop, else ignored (an unknown name is logged once)."""
+    check_extra_fields(
+        {k: v for k, v in body.items() if k not in GENERATE_FIELDS}, NATIVE_REFUSED_WHEN_SET
+    )
     fields = {}
     for name, value in body.items():
-        if name in IGNORED_WHEN_EMPTY:
-            if value not in (None, False, [], {}, "") and name != "log_metrics":
-                raise APIError(400, f"{name}: not supported by this server", name)
-            continue
         if name not in GENERATE_FIELDS:
-            raise APIError(
-                400, f"{name}: unknown field (known: {', '.join(GENERATE_FIELDS)})", name
-            )
+            continue
         if value is None:
             continue
         if name in BOOL_FIELDS and not isinstance(value, bool):
@@ -139,15 +139,22 @@ def create_app(engine: Engine, args: ServerArgs) -> FastAPI:
         engine.shutdown()  # before uvicorn re-raises the signal that stopped it
 
     app = FastAPI(
-        title="radixserve", version=VERSION, default_response_class=JSON, lifespan=lifespan
+        title="radixserve", version=__version__, default_response_class=JSON, lifespan=lifespan
     )
-    metrics = Metrics(engine.get_server_info)
-    engine.on_delta = metrics.observe
-    app.state.engine, app.state.args, app.state.metrics = engine, args, metrics
     model_path = args.model_path or default_model_path()
     app.state.served_model_name = args.served_model_name or os.path.basename(
         model_path.rstrip("/")
     ).removesuffix(".gguf")
+    metrics = Metrics(engine.get_server_info, app.state.served_model_name)
+    engine.on_delta = metrics.observe
+    if args.log_requests:
+
+        def observe(r, d) -> None:
+            metrics.observe(r, d)
+            log_finished_request(r, d)
+
+        engine.on_delta = observe
+    app.state.engine, app.state.args, app.state.metrics = engine, args, metrics
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, e: APIError):
@@ -187,6 +194,7 @@ def create_app(engine: Engine, args: ServerArgs) -> FastAPI:
         return Response(status_code=200 if out["meta_info"]["finish_reason"] else 503)
 
     @app.get("/get_model_info")
+    @app.get("/model_info")  # where SGLang's router looks first
     async def get_model_info():
         return {
             "model_path": model_path,
@@ -202,7 +210,7 @@ def create_app(engine: Engine, args: ServerArgs) -> FastAPI:
         }
 
     def server_info() -> dict:
-        return {**engine.get_server_info(), "version": VERSION}
+        return {**engine.get_server_info(), "version": __version__}
 
     app.get("/get_server_info")(server_info)
     app.get("/server_info")(server_info)
@@ -240,6 +248,7 @@ def create_app(engine: Engine, args: ServerArgs) -> FastAPI:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(openai_router)
+    app.include_router(utility_router)
     app.add_middleware(BodySizeLimit, limit=args.max_request_bytes)
     if args.api_key:  # outermost: a request without the key learns nothing else
         app.add_middleware(ApiKeyAuth, api_key=args.api_key)

@@ -1,8 +1,14 @@
-"""Prometheus metrics: request counters and latency histograms from the results as they flow
-through the client, and the scheduler's load read at scrape time."""
+"""Prometheus metrics under SGLang's names and labels (`sglang:...{model_name=...}`), so the
+dashboards written for SGLang read this server unchanged.
+
+Request counters and latency histograms come from the results as they flow through the client;
+the scheduler's load is read at scrape time. One name per metric: no second, home-made set.
+"""
 
 from __future__ import annotations
 
+import collections
+import threading
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -10,81 +16,123 @@ from prometheus_client.core import GaugeMetricFamily
 
 from runtime.response import RequestResult, ResultDelta
 
-PREFIX = "radixserve"
+PREFIX = "sglang:"
+LABELS = ["model_name"]
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+TOKEN_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1, 2.5, 5)
+THROUGHPUT_WINDOW_S = 10.0
 
+# gauge name -> (server_info key, help); read from the scheduler at scrape time
 _LOAD_GAUGES = {
-    "num_running_reqs": "requests prefilling or decoding",
-    "num_waiting_reqs": "requests queued for prefill",
-    "token_usage": "share of the KV pool held by running requests",
-    "cache_hit_rate": "share of prompt tokens served from the prefix cache",
-    "cache_tokens": "tokens held by the prefix cache",
-    "kv_free_tokens": "free KV slots",
+    "num_running_reqs": ("num_running_reqs", "requests prefilling or decoding"),
+    "num_queue_reqs": ("num_waiting_reqs", "requests in the waiting queue"),
+    "token_usage": ("token_usage", "share of the KV pool held by running requests"),
+    "cache_hit_rate": ("cache_hit_rate", "share of prompt tokens served from the prefix cache"),
+    "max_total_num_tokens": ("max_total_tokens", "KV pool size in tokens"),
+    "cache_tokens": ("cache_tokens", "tokens held by the prefix cache"),
+    "kv_free_tokens": ("kv_free_tokens", "free KV slots"),
 }
 
 
-class _LoadCollector:
-    def __init__(self, server_info) -> None:
+class _ScrapeTimeGauges:
+    def __init__(self, server_info, model_name: str, throughput) -> None:
         self.server_info = server_info
+        self.model_name = model_name
+        self.throughput = throughput
 
     def collect(self):
         info = self.server_info()
-        for name, doc in _LOAD_GAUGES.items():
-            yield GaugeMetricFamily(f"{PREFIX}_{name}", doc, value=float(info[name]))
+        total = info["max_total_tokens"]
+        used = round(info["token_usage"] * total)
+        values = {name: info[key] for name, (key, _) in _LOAD_GAUGES.items()}
+        helps = {name: doc for name, (_, doc) in _LOAD_GAUGES.items()}
+        values["num_used_tokens"], helps["num_used_tokens"] = used, "KV slots held by requests"
+        values["gen_throughput"] = self.throughput()
+        helps["gen_throughput"] = (
+            f"generated tokens per second over the last {THROUGHPUT_WINDOW_S:g} s"
+        )
+        for name, value in values.items():
+            g = GaugeMetricFamily(PREFIX + name, helps[name], labels=LABELS)
+            g.add_metric([self.model_name], float(value))
+            yield g
 
 
 class Metrics:
     """One registry per server, so several servers (or tests) in one process stay apart."""
 
-    def __init__(self, server_info) -> None:
+    def __init__(self, server_info, model_name: str) -> None:
         self.registry = r = CollectorRegistry()
-        self.prompt_tokens = Counter(
-            f"{PREFIX}_prompt_tokens", "prompt tokens of finished requests", registry=r
+        self.model_name = model_name
+        self._recent: collections.deque[tuple[float, int]] = collections.deque()
+        self._started = time.monotonic()
+        self._lock = threading.Lock()  # the deque is read by scrapes on another thread
+
+        def counter(name: str, doc: str, extra: tuple[str, ...] = ()) -> Counter:
+            return Counter(PREFIX + name, doc, [*LABELS, *extra], registry=r)
+
+        def histogram(name: str, doc: str, buckets=LATENCY_BUCKETS) -> Histogram:
+            return Histogram(PREFIX + name, doc, LABELS, buckets=buckets, registry=r)
+
+        self.prompt_tokens = counter("prompt_tokens", "prompt tokens of finished requests")
+        self.cached_tokens = counter("cached_tokens", "prompt tokens reused from the cache")
+        self.generation_tokens = counter("generation_tokens", "tokens generated")
+        self.requests = counter("num_requests", "finished requests", ("finish_reason",))
+        self.ttft = histogram(
+            "time_to_first_token_seconds", "from arrival to the first generated token"
         )
-        self.cached_tokens = Counter(
-            f"{PREFIX}_cached_prompt_tokens", "prompt tokens reused from the cache", registry=r
+        self.itl = histogram(
+            "inter_token_latency_seconds", "between two generated tokens", TOKEN_BUCKETS
         )
-        self.generation_tokens = Counter(
-            f"{PREFIX}_generation_tokens", "tokens generated", registry=r
+        self.tpot = histogram(
+            "time_per_output_token_seconds",
+            "a finished request's decode time per output token after the first",
+            TOKEN_BUCKETS,
         )
-        self.requests = Counter(
-            f"{PREFIX}_requests", "finished requests", ["finish_reason"], registry=r
+        self.e2e = histogram("e2e_request_latency_seconds", "from arrival to the finish")
+        self.queue = histogram(
+            "queue_time_seconds", "in the waiting queue before the first prefill"
         )
-        self.ttft = Histogram(
-            f"{PREFIX}_time_to_first_token_seconds",
-            "from arrival to the first generated token",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.itl = Histogram(
-            f"{PREFIX}_inter_token_latency_seconds",
-            "between two generated tokens of one request",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.e2e = Histogram(
-            f"{PREFIX}_e2e_request_latency_seconds",
-            "from arrival to the finish",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        r.register(_LoadCollector(server_info))
+        for family in (self.prompt_tokens, self.cached_tokens, self.generation_tokens):
+            family.labels(model_name)  # shown as 0 before the first request
+        for family in (self.ttft, self.itl, self.tpot, self.e2e, self.queue):
+            family.labels(model_name)
+        r.register(_ScrapeTimeGauges(server_info, model_name, self.gen_throughput))
 
     def observe(self, r: RequestResult, d: ResultDelta) -> None:
         """Engine.on_delta hook: called once per applied delta."""
+        m = self.model_name
         if d.output_ids:
-            self.generation_tokens.inc(len(d.output_ids))
+            self.generation_tokens.labels(m).inc(len(d.output_ids))
+            self._count_recent(len(d.output_ids))
             if r.prev_token_time is None:
-                self.ttft.observe(r.first_token_time - r.created)
+                self.ttft.labels(m).observe(r.first_token_time - r.created)
             else:
                 gap = (r.last_token_time - r.prev_token_time) / len(d.output_ids)
                 for _ in d.output_ids:
-                    self.itl.observe(gap)
+                    self.itl.labels(m).observe(gap)
         if d.finish_reason is not None:
-            self.prompt_tokens.inc(d.prompt_tokens)
-            self.cached_tokens.inc(d.cached_tokens)
-            self.requests.labels(d.finish_reason["type"]).inc()
-            self.e2e.observe(time.perf_counter() - r.created)
+            self.prompt_tokens.labels(m).inc(d.prompt_tokens)
+            self.cached_tokens.labels(m).inc(d.cached_tokens)
+            self.requests.labels(m, d.finish_reason["type"]).inc()
+            self.e2e.labels(m).observe(time.perf_counter() - r.created)
+            if r.queue_time is not None:
+                self.queue.labels(m).observe(r.queue_time)
+            if d.completion_tokens > 1 and r.first_token_time is not None:
+                decode = r.last_token_time - r.first_token_time
+                self.tpot.labels(m).observe(decode / (d.completion_tokens - 1))
+
+    def _count_recent(self, n: int) -> None:
+        with self._lock:
+            self._recent.append((time.monotonic(), n))
+
+    def gen_throughput(self) -> float:
+        """Generated tokens per second over the last window (or since start, if shorter)."""
+        now = time.monotonic()
+        with self._lock:
+            while self._recent and self._recent[0][0] < now - THROUGHPUT_WINDOW_S:
+                self._recent.popleft()
+            tokens = sum(n for _, n in self._recent)
+        return tokens / min(THROUGHPUT_WINDOW_S, max(now - self._started, 1e-3))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,7 +1,7 @@
 """The OpenAI protocol: /v1/models, /v1/completions, /v1/chat/completions, streaming included.
 
 Requests become `Engine.async_generate` calls with our sampling params; SGLang's extra body
-fields (top_k, min_p, ignore_eos, ...) pass through to them, so an unknown one is a 400 naming it.
+fields (top_k, min_p, ignore_eos, ...) pass through to them, vLLM's are mapped onto them.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from runtime.entrypoints.openai_protocol import (
     CommonRequest,
     CompletionRequest,
 )
+from runtime.entrypoints.utility_routes import model_card
 
 openai_router = APIRouter()
 
@@ -134,20 +135,7 @@ def _check_model_len(n_prompt: int, context: int) -> None:
 
 @openai_router.get("/v1/models")
 async def list_models(request: Request):
-    state = request.app.state
-    return {
-        "object": "list",
-        "data": [
-            {
-                "id": state.served_model_name,
-                "object": "model",
-                "created": int(time.time()),
-                "owned_by": "radixserve",
-                "root": state.served_model_name,
-                "max_model_len": state.engine.context_len,
-            }
-        ],
-    }
+    return {"object": "list", "data": [model_card(request.app.state)]}
 
 
 @openai_router.post("/v1/completions")
@@ -239,11 +227,10 @@ async def chat_completions(req: ChatRequest, request: Request):
         raise APIError(400, "tools: tool calling is not supported by this server", "tools")
     req.apply_response_format()
     messages = [{"role": m.role, "content": m.text()} for m in req.messages]
+    template_kwargs = req.template_kwargs(messages[-1]["role"])
     try:
         enc = await engine.run_in_tokenizer(
-            lambda: engine.tokenizer.apply_chat_template(
-                messages, add_generation_prompt=messages[-1]["role"] != "assistant", tokenize=True
-            )
+            lambda: engine.tokenizer.apply_chat_template(messages, tokenize=True, **template_kwargs)
         )
     except Exception as e:  # a template that rejects the conversation (roles out of order)
         raise APIError(400, f"messages: the chat template rejects them ({e})", "messages") from e

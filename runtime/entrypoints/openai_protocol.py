@@ -1,7 +1,8 @@
 """The OpenAI request bodies, as pydantic models, and what their fields mean to our engine.
 
-Unknown fields are refused (400 naming them); SGLang's extra sampling fields (top_k, min_p,
-ignore_eos, ...) are declared and pass through to our sampling params.
+SGLang's extra sampling fields (top_k, min_p, ignore_eos, ...) are declared and pass through to
+our sampling params; vLLM's and SGLang's other extras are mapped in `vendor_fields`, which also
+decides what becomes of an unknown field.
 """
 
 from __future__ import annotations
@@ -12,16 +13,22 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from runtime.entrypoints.http_utils import APIError
+from runtime.entrypoints.vendor_fields import (
+    VendorFields,
+    check_extra_fields,
+    stop_trim_off,
+    vendor_constraints,
+)
 
 
 class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class CommonRequest(BaseModel):
+class CommonRequest(VendorFields):
     """Fields both endpoints take: OpenAI's, then SGLang's extras for our sampling params."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="allow")
     model: str = "default"
     n: int = Field(1, ge=1)
     temperature: float | None = None
@@ -51,19 +58,26 @@ class CommonRequest(BaseModel):
     response_format: dict | None = None
 
     def apply_response_format(self) -> None:
-        """`response_format` becomes the JSON schema this request is constrained to."""
+        """`response_format` or a vendor's guided decoding field becomes this request's
+        regex / JSON schema / EBNF constraint; the unknown extra fields are checked here too."""
+        check_extra_fields(self.model_extra)
+        found = [(k, k, getattr(self, k)) for k in ("regex", "json_schema", "ebnf")]
+        found = [x for x in found if x[2] is not None] + vendor_constraints(self)
         schema = response_format_schema(self.response_format)
-        if schema is None:
-            return
-        if self.regex or self.ebnf or self.json_schema:
-            raise APIError(400, "response_format: give it or regex / json_schema / ebnf, not both")
-        self.json_schema = schema
+        if schema is not None:
+            found.append(("response_format", "json_schema", schema))
+        if len(found) > 1:
+            names = " and ".join(x[0] for x in found[:2])
+            raise APIError(400, f"{found[1][0]}: give one constraint, not {names}", found[1][0])
+        if found and found[0][1] != found[0][0]:  # a vendor's name for one of ours
+            self.regex = self.json_schema = self.ebnf = None
+            setattr(self, found[0][1], found[0][2])
 
     def sampling_params(self, max_new_tokens: int) -> dict:
-        if self.logit_bias:
-            raise APIError(400, "logit_bias: not supported by this server", "logit_bias")
         renamed = {"min_tokens": "min_new_tokens"}
         params = {"max_new_tokens": max_new_tokens, "n": self.n}
+        if stop_trim_off(self) is not None:
+            params["no_stop_trim"] = stop_trim_off(self)
         for name in (
             "temperature",
             "top_p",
@@ -82,6 +96,7 @@ class CommonRequest(BaseModel):
             "regex",
             "json_schema",
             "ebnf",
+            "logit_bias",
         ):
             value = getattr(self, name)
             if name == "json_schema" and isinstance(value, dict):
@@ -132,6 +147,62 @@ class ChatRequest(CommonRequest):
     tools: list | None = None
     tool_choice: str | dict | None = None
     parallel_tool_calls: bool | None = None
+    # How the conversation is rendered (vLLM's and SGLang's fields)
+    chat_template: str | None = None
+    chat_template_kwargs: dict | None = None
+    add_generation_prompt: bool | None = None  # default: unless the last turn is the assistant's
+    continue_final_message: bool = False  # leave the last (assistant) turn open to continue it
+
+    def template_kwargs(self, last_role: str) -> dict:
+        """apply_chat_template's arguments beyond the messages, checked."""
+        extra = dict(self.chat_template_kwargs or {})
+        reserved = sorted(set(extra) & RESERVED_TEMPLATE_KWARGS)
+        if reserved:
+            raise APIError(
+                400, f"chat_template_kwargs.{reserved[0]}: not a template variable", reserved[0]
+            )
+        add = self.add_generation_prompt
+        if self.continue_final_message:
+            if add:
+                raise APIError(
+                    400,
+                    "continue_final_message: give it or add_generation_prompt, not both",
+                    "continue_final_message",
+                )
+            if last_role != "assistant":
+                raise APIError(
+                    400,
+                    "continue_final_message: the last message must be the assistant's",
+                    "continue_final_message",
+                )
+            add = False
+        elif add is None:
+            add = last_role != "assistant"
+        kwargs = {
+            **extra,
+            "add_generation_prompt": add,
+            "continue_final_message": self.continue_final_message,
+        }
+        if self.chat_template is not None:
+            kwargs["chat_template"] = self.chat_template
+        return kwargs
+
+
+# apply_chat_template's own parameters: a template variable of these names would clash.
+RESERVED_TEMPLATE_KWARGS = {
+    "conversation",
+    "tools",
+    "documents",
+    "chat_template",
+    "tokenize",
+    "padding",
+    "truncation",
+    "max_length",
+    "return_tensors",
+    "return_dict",
+    "return_assistant_tokens_mask",
+    "tokenizer_kwargs",
+}
 
 
 def response_format_schema(fmt: dict | None) -> str | None:

@@ -91,9 +91,10 @@ def _unpermute_rope(w: np.ndarray, n_heads: int) -> np.ndarray:
 
 def gguf_state_dict(reader, cfg: dict) -> dict[str, torch.Tensor]:
     from gguf.quants import dequantize
+    from tqdm import tqdm
 
     out: dict[str, torch.Tensor] = {}
-    for t in reader.tensors:
+    for t in tqdm(reader.tensors, desc="converting GGUF", unit="tensor", disable=None):
         name = hf_name(t.name)
         w = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32)
         heads = rope_heads(name, cfg)

@@ -14,6 +14,7 @@ import time
 import torch
 
 from runtime.model_loader.config import ModelConfig
+from runtime.model_loader.hf_cache import looks_like_repo_id, resolve_repo_id
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ def file_sha256(path: str) -> str:
 def prepare_model_folder(model_path: str | None, cache_dir: str | None = None) -> str:
     """Returns a folder with config.json, safetensors and tokenizer; GGUF is converted once."""
     model_path = model_path or default_model_path()
+    if looks_like_repo_id(model_path):
+        model_path = resolve_repo_id(model_path)
     if os.path.isdir(model_path):
         if not os.path.exists(os.path.join(model_path, "config.json")):
             raise FileNotFoundError(f"model_path: {model_path} has no config.json")
@@ -99,23 +102,52 @@ def load_config(folder: str) -> ModelConfig:
         return ModelConfig.from_hf_dict(json.load(f))
 
 
+# generation_config.json fields that are defaults of our sampling params
+GENERATION_DEFAULTS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
+
+
+def load_generation_defaults(folder: str) -> dict:
+    """The sampling defaults the model's authors chose (generation_config.json), if any."""
+    path = os.path.join(folder, "generation_config.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        cfg = json.load(f)
+    defaults = {k: cfg[k] for k in GENERATION_DEFAULTS if cfg.get(k) is not None}
+    if defaults.get("top_k") == 0:  # Hugging Face's "off"
+        defaults["top_k"] = -1
+    return defaults
+
+
 def iter_weights(folder: str):
     """Yields (name, tensor) from every safetensors file of the folder."""
     from safetensors import safe_open
+    from tqdm import tqdm
 
     files = sorted(glob.glob(os.path.join(folder, "*.safetensors")))
     if not files:
         raise FileNotFoundError(f"no *.safetensors file in {folder}")
-    for path in files:
-        with safe_open(path, framework="pt") as f:
-            for name in f.keys():
-                yield name, f.get_tensor(name)
+    with tqdm(total=len(files), desc="loading weights", unit="file", disable=None) as bar:
+        for path in files:
+            with safe_open(path, framework="pt") as f:
+                for name in f.keys():
+                    yield name, f.get_tensor(name)
+            bar.update()
 
 
-def load_tokenizer(folder: str, tokenizer_path: str | None = None):
+def load_tokenizer(
+    folder: str, tokenizer_path: str | None = None, chat_template: str | None = None
+):
+    """The model's tokenizer; `chat_template` (a Jinja file or its text) replaces its own."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(tokenizer_path or folder)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path or folder)
+    if chat_template is not None:
+        if os.path.isfile(chat_template):
+            with open(chat_template) as f:
+                chat_template = f.read()
+        tokenizer.chat_template = chat_template
+    return tokenizer
 
 
 def load_weights(model: torch.nn.Module, folder: str) -> None:

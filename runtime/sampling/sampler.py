@@ -45,6 +45,12 @@ def apply_penalties(logits: torch.Tensor, row: SampleRow) -> None:
             )
 
 
+def apply_logit_bias(logits: torch.Tensor, bias: dict[int, float]) -> None:
+    """In place on one row, as OpenAI has it: the bias is added to the token's logit."""
+    ids = torch.tensor(list(bias), device=logits.device)
+    logits[ids] += torch.tensor(list(bias.values()), device=logits.device, dtype=logits.dtype)
+
+
 def filter_probs(
     probs: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, min_p: torch.Tensor
 ):
@@ -72,7 +78,7 @@ class Sampler:
         """logits: [batch, vocab] float32, one row per entry of `rows`; `allowed`: an optional
         [batch, vocab] bool mask (grammars), applied to the whole batch at once."""
         raw_logprobs = torch.log_softmax(logits, dim=-1) if want_logprobs else None
-        adjusted = any(r.params.has_penalties or r.banned_ids for r in rows)
+        adjusted = any(r.params.adjusts_logits or r.banned_ids for r in rows)
         if adjusted or allowed is not None:
             logits = logits.clone()
             if allowed is not None:
@@ -80,6 +86,8 @@ class Sampler:
             for i, r in enumerate(rows):
                 if r.params.has_penalties:
                     apply_penalties(logits[i], r)
+                if r.params.logit_bias:
+                    apply_logit_bias(logits[i], r.params.logit_bias)
                 if r.banned_ids:
                     logits[i, r.banned_ids] = float("-inf")
         next_ids = logits.argmax(dim=-1)

@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 NOT_SUPPORTED = (
     "structural_tag",
     "stop_regex",
-    "no_stop_trim",
-    "logit_bias",
     "custom_params",
 )
 
@@ -40,6 +38,8 @@ class SamplingParams:
     regex: str | None = None  # constraints: at most one of the three
     json_schema: str | None = None
     ebnf: str | None = None
+    no_stop_trim: bool = False  # keep the matched stop string or token in the text
+    logit_bias: dict[int, float] | None = None  # token id -> added to its logit, in [-100, 100]
 
     @classmethod
     def from_dict(cls, params: dict | None) -> SamplingParams:
@@ -62,9 +62,11 @@ class SamplingParams:
             params["stop"] = [params["stop"]]
         if isinstance(params.get("stop_token_ids"), int):
             params["stop_token_ids"] = [params["stop_token_ids"]]
-        for k in ("stop", "stop_token_ids"):
+        for k in ("stop", "stop_token_ids", "logit_bias"):
             if params.get(k) is None:
                 params.pop(k, None)
+        if "logit_bias" in params:
+            params["logit_bias"] = _token_bias(params["logit_bias"])
         sp = cls(**params)
         sp.validate()
         return sp
@@ -92,7 +94,12 @@ class SamplingParams:
         ):
             if not is_num(getattr(self, name)):
                 bad(name, "must be a number")
-        for name in ("ignore_eos", "skip_special_tokens", "spaces_between_special_tokens"):
+        for name in (
+            "ignore_eos",
+            "skip_special_tokens",
+            "spaces_between_special_tokens",
+            "no_stop_trim",
+        ):
             if not isinstance(getattr(self, name), bool):
                 bad(name, "must be true or false")
         if self.max_new_tokens < 0:
@@ -145,6 +152,11 @@ class SamplingParams:
             raise ValueError(
                 f"sampling_params.stop_token_ids: ids must be < vocab size {vocab_size}"
             )
+        if self.logit_bias and max(self.logit_bias) >= vocab_size:
+            raise ValueError(
+                f"sampling_params.logit_bias: token ids must be < vocab size {vocab_size}, "
+                f"got {max(self.logit_bias)}"
+            )
 
     @property
     def constraint(self) -> tuple[str, str] | None:
@@ -159,9 +171,35 @@ class SamplingParams:
         return self.temperature == 0 or self.top_k == 1
 
     @property
+    def adjusts_logits(self) -> bool:
+        """Whether the sampler must change this request's logits before choosing."""
+        return self.has_penalties or bool(self.logit_bias)
+
+    @property
     def has_penalties(self) -> bool:
         return (
             self.frequency_penalty != 0
             or self.presence_penalty != 0
             or self.repetition_penalty != 1
         )
+
+
+def _token_bias(bias) -> dict[int, float]:
+    """OpenAI's `logit_bias` (token ids as JSON object keys) as {token id: bias}."""
+    if not isinstance(bias, dict):
+        raise ValueError(f"sampling_params.logit_bias: must map token ids to numbers, got {bias!r}")
+    out = {}
+    for key, value in bias.items():
+        try:
+            tid = int(key)
+        except (TypeError, ValueError):
+            tid = -1
+        if tid < 0 or isinstance(key, bool):
+            raise ValueError(f"sampling_params.logit_bias: {key!r} is not a token id")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or abs(value) > 100:
+            raise ValueError(
+                f"sampling_params.logit_bias: the bias of token {key} must be a number "
+                f"in [-100, 100], got {value!r}"
+            )
+        out[tid] = float(value)
+    return out

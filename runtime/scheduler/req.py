@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from runtime.detokenizer import IncrementalDecoder, find_stop
@@ -44,6 +46,8 @@ class Req:
         self.input_token_logprobs: list = []
         self.input_top_logprobs: list = []
         self.sent_input_logprobs = False
+        self.arrival = time.perf_counter()
+        self.queue_time: float | None = None  # seconds waited before its first prefill
 
     @property
     def fill_ids(self) -> list[int]:

@@ -167,6 +167,8 @@ class Scheduler:
             adder.add_waiting(self.policy.order(self.waiting))
         for req in adder.admitted:
             self.waiting.remove(req)
+            if req.queue_time is None:
+                req.queue_time = time.perf_counter() - req.arrival
             if not req.output_ids:  # a resumed request was counted when it first came in
                 req.cached_tokens = req.kv_len
                 self.stats.prompt_tokens += len(req.input_ids)

@@ -43,3 +43,19 @@ def test_stop_strings_are_bounded():
 def test_prompt_longer_than_the_context_is_refused():
     with pytest.raises(ValueError, match="exceeds the context length 256"):
         processor().process(GenerateRequest("a" * 250, {"max_new_tokens": 8}))
+
+
+def test_generation_config_gives_the_defaults_a_request_does_not_set(tmp_path):
+    from runtime.model_loader.loader import load_generation_defaults
+
+    assert load_generation_defaults(str(tmp_path)) == {}
+    (tmp_path / "generation_config.json").write_text(
+        '{"temperature": 0.6, "top_p": 0.9, "top_k": 0, "max_length": 99, "bos_token_id": 1}'
+    )
+    defaults = load_generation_defaults(str(tmp_path))
+    assert defaults == {"temperature": 0.6, "top_p": 0.9, "top_k": -1}
+    p = InputProcessor(CharTokenizer(), 256, 100, 8, defaults)
+    _, [plain] = p.process(GenerateRequest("ab", {"max_new_tokens": 4}))
+    assert (plain.params.temperature, plain.params.top_p) == (0.6, 0.9)
+    _, [given] = p.process(GenerateRequest("ab", {"temperature": 0, "top_p": None}))
+    assert (given.params.temperature, given.params.top_p) == (0, 0.9)

@@ -108,3 +108,15 @@ def test_allowed_mask_constrains_greedy_and_sampled_rows_but_not_logprobs():
             logits[:1], [row(seed=seed, temperature=2.0)], [0], False, allowed[:1]
         )
         assert r.token_ids[0] in (1, 2)
+
+
+def test_logit_bias_moves_greedy_and_sampled_choices_but_not_logprobs():
+    logits = torch.tensor([[0.0, 5.0, 1.0], [0.0, 5.0, 1.0]])
+    rows = [
+        row(temperature=0, logit_bias={0: 100.0}),
+        row(seed=1, top_k=2, logit_bias={1: -100.0}),  # top 2 after the bias: 2 and 0
+    ]
+    res = Sampler(3).sample(logits, rows, [0, 0], want_logprobs=True)
+    assert res.token_ids[0] == 0 and res.token_ids[1] in (0, 2)
+    raw = torch.log_softmax(logits[0], -1)[0].item()
+    assert abs(res.logprobs[0] - raw) < 1e-6

@@ -48,3 +48,15 @@ def test_sglang_clients_empty_extras_are_accepted_and_set_ones_refused():
     assert SamplingParams.from_dict({"ebnf": 'root ::= "a"'}).constraint == ("ebnf", 'root ::= "a"')
     with pytest.raises(ValueError, match=r"^sampling_params\.structural_tag: not supported"):
         SamplingParams.from_dict({"structural_tag": {"x": 1}})
+
+
+def test_logit_bias_takes_openai_string_keys_and_names_bad_entries():
+    sp = SamplingParams.from_dict({"logit_bias": {"5": 10, 7: -100.0}})
+    assert sp.logit_bias == {5: 10.0, 7: -100.0} and sp.adjusts_logits
+    with pytest.raises(ValueError, match=r"sampling_params\.logit_bias: 'x' is not a token id"):
+        SamplingParams.from_dict({"logit_bias": {"x": 1}})
+    with pytest.raises(ValueError, match=r"logit_bias: the bias of token 3 must be a number"):
+        SamplingParams.from_dict({"logit_bias": {"3": 101}})
+    with pytest.raises(ValueError, match="logit_bias: token ids must be < vocab size 6"):
+        sp.check_lengths(prompt_len=1, context_len=256, vocab_size=6)
+    assert not SamplingParams.from_dict({"logit_bias": None, "no_stop_trim": True}).adjusts_logits

@@ -217,10 +217,24 @@ def test_metrics(client):
         if line and not line.startswith("#"):
             name, value = line.rsplit(" ", 1)
             values[name] = float(value)
-    assert values["radixserve_generation_tokens_total"] >= 8
-    assert values["radixserve_prompt_tokens_total"] >= 5
-    assert values["radixserve_time_to_first_token_seconds_count"] >= 1
-    assert values["radixserve_inter_token_latency_seconds_count"] >= 7
-    assert values['radixserve_requests_total{finish_reason="length"}'] >= 1
-    for gauge in ("num_running_reqs", "num_waiting_reqs", "token_usage", "cache_hit_rate"):
-        assert f"radixserve_{gauge}" in values
+    model = '{model_name="SmolLM2-135M-Instruct.Q4_1"}'
+    assert values[f"sglang:generation_tokens_total{model}"] >= 8
+    assert values[f"sglang:prompt_tokens_total{model}"] >= 5
+    assert values[f"sglang:time_to_first_token_seconds_count{model}"] >= 1
+    assert values[f"sglang:inter_token_latency_seconds_count{model}"] >= 7
+    assert values[f"sglang:queue_time_seconds_count{model}"] >= 1
+    assert values[f"sglang:time_per_output_token_seconds_count{model}"] >= 1
+    finished = (
+        'sglang:num_requests_total{finish_reason="length",model_name="SmolLM2-135M-Instruct.Q4_1"}'
+    )
+    assert values[finished] >= 1
+    assert values[f"sglang:gen_throughput{model}"] > 0
+    gauges = (
+        "num_running_reqs",
+        "num_queue_reqs",
+        "token_usage",
+        "cache_hit_rate",
+        "num_used_tokens",
+    )
+    for gauge in gauges:
+        assert f"sglang:{gauge}{model}" in values

@@ -156,7 +156,7 @@ def test_completions_take_response_format(oai):
         ({"messages": [{"role": "robot", "content": "x"}]}, "messages.0.role"),
         ({"messages": QUESTION, "max_tokens": -1}, "max_tokens"),
         ({"messages": QUESTION, "temperature": -1}, "sampling_params.temperature"),
-        ({"messages": QUESTION, "extra_body": {"top_kk": 3}}, "top_kk"),
+        ({"messages": QUESTION, "extra_body": {"use_beam_search": True}}, "use_beam_search"),
         ({"messages": QUESTION, "max_tokens": 100000}, "sampling_params.max_new_tokens"),
         ({"messages": [{"role": "user", "content": "hi " * 9000}]}, "prompt"),
     ],
