@@ -107,4 +107,5 @@ def test_compiled_decode_step_matches_eager():
             runner.compiled_decode = eager_fn
         for c, e in zip(compiled, eager):
             assert torch.equal(c.argmax(-1), e.argmax(-1))
-            assert (c - e).abs().max() < 0.25  # bfloat16 activations, fused in another order
+            # bfloat16 activations, fused in another order: a few units in the last place
+            assert (c - e).abs().max() < 0.03 * e.abs().max()
