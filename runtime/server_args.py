@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from kernels.attention.registry import ATTENTION_BACKENDS
 from runtime.constrained.registry import GRAMMAR_BACKENDS
+from runtime.parsers.reasoning_parser import REASONING_PARSERS
+from runtime.parsers.tool_call_parser import TOOL_CALL_PARSERS
 from runtime.scheduler.schedule_policy import POLICIES
 
 API_KEY_ENV = "RADIXSERVE_API_KEY"
@@ -105,6 +107,8 @@ class ServerArgs(SchedulerArgs):
     max_queued_requests: int = 1024  # sequences open at once; past it, 503 with Retry-After
     max_request_bytes: int = 16 << 20
     graceful_shutdown_timeout: float = 5.0  # seconds to drain before aborting what runs
+    tool_call_parser: str | None = None  # None: the format the chat template shows
+    reasoning_parser: str | None = None  # None: reasoning stays in the content
 
     def __post_init__(self) -> None:
         if self.api_key is None:
@@ -120,6 +124,13 @@ class ServerArgs(SchedulerArgs):
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.graceful_shutdown_timeout < 0:
             raise ValueError("graceful_shutdown_timeout: must be >= 0")
+        for name, known in (
+            ("tool_call_parser", TOOL_CALL_PARSERS),
+            ("reasoning_parser", REASONING_PARSERS),
+        ):
+            value = getattr(self, name)
+            if value is not None and value not in known:
+                raise ValueError(f"{name}: must be one of {tuple(known)}, got {value!r}")
 
     def scheduler_args(self, **changes) -> SchedulerArgs:
         """The part the scheduler process gets, with `changes` applied."""
@@ -159,6 +170,8 @@ _CHOICES = {
     "schedule_policy": POLICIES,
     "attention_backend": ("auto", *ATTENTION_BACKENDS),
     "grammar_backend": tuple(GRAMMAR_BACKENDS),
+    "tool_call_parser": tuple(TOOL_CALL_PARSERS),
+    "reasoning_parser": tuple(REASONING_PARSERS),
 }
 _CLI_FLAGS = [
     (
@@ -227,6 +240,16 @@ _CLI_FLAGS = [
         "--graceful-shutdown-timeout",
         float,
         "seconds SIGTERM waits for running requests before aborting them",
+    ),
+    (
+        "--tool-call-parser",
+        str,
+        "how the model writes tool calls (default: the format its chat template shows, else hermes)",
+    ),
+    (
+        "--reasoning-parser",
+        str,
+        "split the model's <think> block into reasoning_content (deepseek-r1, qwen3)",
     ),
     (
         "--max-json-string-length",

@@ -145,8 +145,8 @@ class OutlinesBackend(GrammarBackend):
         self.vocabulary = Vocabulary(self.eos_id, by_bytes)
 
     def compile(self, kind: str, spec: str):
-        if kind == "ebnf":
-            raise ValueError("ebnf: the outlines grammar backend takes regex and json_schema only")
+        if kind in ("ebnf", "structural_tag"):
+            raise ValueError(f"{kind}: the outlines grammar backend takes regex and json_schema only")
         if kind == "json_schema":
             try:
                 spec = schema_regex(spec)
