@@ -146,7 +146,9 @@ class OutlinesBackend(GrammarBackend):
 
     def compile(self, kind: str, spec: str):
         if kind in ("ebnf", "structural_tag"):
-            raise ValueError(f"{kind}: the outlines grammar backend takes regex and json_schema only")
+            raise ValueError(
+                f"{kind}: the outlines grammar backend takes regex and json_schema only"
+            )
         if kind == "json_schema":
             try:
                 spec = schema_regex(spec)

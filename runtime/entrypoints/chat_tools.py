@@ -75,7 +75,9 @@ def resolve_tool_choice(choice, tools: list[dict]) -> ToolChoice:
         choice = "auto" if tools else "none"
     if isinstance(choice, str):
         if choice not in ("none", "auto", "required"):
-            raise ValueError(f"tool_choice: must be none, auto, required or a function, got {choice!r}")
+            raise ValueError(
+                f"tool_choice: must be none, auto, required or a function, got {choice!r}"
+            )
         if choice != "none" and not tools:
             raise ValueError(f"tool_choice: {choice!r} needs tools")
         return ToolChoice(choice, tools)
@@ -95,7 +97,9 @@ def tool_grammar(parser: ToolCallParser, choice: ToolChoice, parallel: bool) -> 
         return None
     # a named function is called once: a second call of it is never what was asked
     once = not parallel or len(choice.tools) == 1 and choice.mode == "required"
-    return parser.structural_tag(choice.tools, required=choice.mode == "required", parallel=not once)
+    return parser.structural_tag(
+        choice.tools, required=choice.mode == "required", parallel=not once
+    )
 
 
 def _openai_tool(t: dict) -> dict:

@@ -71,7 +71,9 @@ class ChatOutputReader:
         return buf[: len(buf) - keep]
 
     def _new_calls(self, calls: list[ToolCall]) -> list[dict]:
-        new = [c.to_openai(index=len(self.calls) + i) for i, c in enumerate(calls[len(self.calls) :])]
+        new = [
+            c.to_openai(index=len(self.calls) + i) for i, c in enumerate(calls[len(self.calls) :])
+        ]
         self.calls.extend(new)
         return new
 

@@ -26,7 +26,9 @@ REASONING_PARSERS = {
 
 def reasoning_format(name: str) -> ReasoningFormat:
     if name not in REASONING_PARSERS:
-        raise ValueError(f"reasoning_parser: must be one of {tuple(REASONING_PARSERS)}, got {name!r}")
+        raise ValueError(
+            f"reasoning_parser: must be one of {tuple(REASONING_PARSERS)}, got {name!r}"
+        )
     return REASONING_PARSERS[name]
 
 

@@ -58,7 +58,9 @@ class ToolCallParser:
 
     def render(self, calls: list[ToolCall]) -> str:
         """Calls as the model would write them (history for templates that know no tool_calls)."""
-        return self.separator.join(self.call_prefix(c.name) + c.arguments + self.call_suffix() for c in calls)
+        return self.separator.join(
+            self.call_prefix(c.name) + c.arguments + self.call_suffix() for c in calls
+        )
 
     def _objects(self, text: str, pos: int) -> tuple[list[dict], int, int | None]:
         """JSON objects of calls from `pos` on: (objects, where they end, where an unfinished
@@ -88,7 +90,9 @@ class ToolCallParser:
         at = text.find(self.start)
         if at < 0:
             return Parsed(text, [], None)
-        objs, end, open_from = self._objects(text, at if self.start_in_object else at + len(self.start))
+        objs, end, open_from = self._objects(
+            text, at if self.start_in_object else at + len(self.start)
+        )
         calls = [c for c in (self._call(o) for o in objs) if c is not None]
         if len(calls) < len(objs) or (not objs and open_from is None):
             return Parsed(text, [], None)  # not calls after all: leave the text as it is
@@ -117,7 +121,12 @@ class ToolCallParser:
             {
                 "type": "tag",
                 "begin": self.call_prefix(t["name"]),
-                "content": {"type": "json_schema", "json_schema": t["parameters"]},
+                # a space at most between JSON tokens: a small model pads with newlines otherwise
+                "content": {
+                    "type": "json_schema",
+                    "json_schema": t["parameters"],
+                    "max_whitespace_cnt": 1,
+                },
                 "end": self.call_suffix(),
             }
             for t in tools

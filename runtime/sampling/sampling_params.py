@@ -130,7 +130,10 @@ class SamplingParams:
             if not isinstance(getattr(self, k), str) or not getattr(self, k):
                 bad(k, "must be a non-empty string")
         if len(given) > 1:
-            bad(given[1], f"give at most one of {', '.join(CONSTRAINT_FIELDS)} (also got {given[0]})")
+            bad(
+                given[1],
+                f"give at most one of {', '.join(CONSTRAINT_FIELDS)} (also got {given[0]})",
+            )
         if not isinstance(self.stop_token_ids, list) or not all(
             is_int(t) and t >= 0 for t in self.stop_token_ids
         ):
