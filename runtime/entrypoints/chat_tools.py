@@ -223,3 +223,31 @@ def plan_chat(
             f"backend; this server runs {grammar_backend!r} (see --grammar-backend)"
         )
     return ChatPlan(msgs, template_tools, tag, parser)
+
+
+def generate_tools(body: dict, parser: ToolCallParser, grammar_backend: str) -> bool:
+    """/generate's `tools` and `tool_choice`: the prompt is the caller's (tools are not written
+    into it); decoding is constrained as in chat, and the result gets `tool_calls`. Pops both
+    fields from `body`; True when calls are to be read back."""
+    tools, choice = body.pop("tools", None), body.pop("tool_choice", None)
+    if tools is None:
+        if choice is not None:
+            raise ValueError("tool_choice: needs tools")
+        return False
+    plan = plan_chat([], tools, choice, True, parser, "", grammar_backend, False)
+    if plan.structural_tag is not None:
+        params = body.get("sampling_params") or {}
+        for p in params if isinstance(params, list) else [params]:
+            if any(p.get(k) for k in ("regex", "json_schema", "ebnf", "structural_tag")):
+                raise ValueError("tools: cannot be combined with another constraint")
+            p["structural_tag"] = plan.structural_tag
+        body["sampling_params"] = params
+    return plan.tool_parser is not None
+
+
+def with_tool_calls(result: dict, parser: ToolCallParser) -> dict:
+    """A /generate result (or chunk) with the calls in its text, once it has finished."""
+    if result["meta_info"].get("finish_reason") is not None:
+        parsed = parser.parse(result["text"])
+        result["tool_calls"] = [c.to_openai() for c in parsed.calls]
+    return result

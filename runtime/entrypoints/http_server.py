@@ -18,6 +18,7 @@ from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from runtime.engine import Engine, ServerBusy
+from runtime.entrypoints.chat_tools import generate_tools, with_tool_calls
 from runtime.entrypoints.http_utils import (
     JSON,
     APIError,
@@ -30,6 +31,7 @@ from runtime.entrypoints.metrics import Metrics
 from runtime.entrypoints.openai_api import openai_router
 from runtime.io_struct import GenerateRequest
 from runtime.model_loader.loader import default_model_path
+from runtime.parsers.tool_call_parser import tool_call_parser
 from runtime.server_args import ServerArgs
 
 logger = logging.getLogger(__name__)
@@ -226,12 +228,25 @@ def create_app(engine: Engine, args: ServerArgs) -> FastAPI:
 
     @app.post("/generate")
     async def generate(request: Request):
-        req = generate_request(await read_json(request))
+        body = await read_json(request)
+        parser = tool_call_parser(args.tool_call_parser, engine.tokenizer.chat_template)
+        reads_calls = generate_tools(body, parser, args.grammar_backend)
+        req = generate_request(body)
+
+        def finish(out):
+            if not reads_calls:
+                return out
+            return (
+                [with_tool_calls(o, parser) for o in out]
+                if isinstance(out, list)
+                else with_tool_calls(out, parser)
+            )
+
         try:
             if req.stream:
                 chunks = await engine.async_generate_request(req)
-                return await sse_response(chunks, lambda chunk: [chunk])
-            return await until_disconnect(request, engine.async_generate_request(req))
+                return await sse_response(chunks, lambda chunk: [finish(chunk)])
+            return finish(await until_disconnect(request, engine.async_generate_request(req)))
         except ValueError as e:
             raise APIError(400, native_error(e)) from None
 

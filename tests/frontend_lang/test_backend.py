@@ -69,3 +69,29 @@ def test_openai_backend_caches_a_prefix_the_way_vllm_accepts():
         base_url="http://peer.invalid/v1", transport=httpx.MockTransport(server)
     )
     assert oai.cache_prefix("A shared preamble.") == 7
+
+
+def test_gen_with_tools_reads_back_a_constrained_call(runtime):
+    import frontend_lang as sgl
+
+    weather = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 20}},
+        "required": ["city"],
+    }
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": weather}}]
+
+    @sgl.function
+    def agent(s):
+        s += sgl.system("Call get_weather to learn the weather.")
+        s += sgl.user("What is the weather in Oslo?")
+        s += sgl.assistant(
+            sgl.gen("call", max_tokens=48, temperature=0, tools=tools, tool_choice="required")
+        )
+
+    state = agent.run(backend=runtime)
+    (call,) = state.get_meta_info("call")["tool_calls"]
+    assert call["function"]["name"] == "get_weather"
+    assert isinstance(json.loads(call["function"]["arguments"])["city"], str)
+    with pytest.raises(ValueError, match="^tool_choice: needs tools"):
+        sgl.gen("x", tool_choice="auto")

@@ -167,3 +167,24 @@ def test_bad_tool_definitions_are_named(oai, client, tools, choice, field):
         oai.chat.completions.create(model="m", messages=ASK, tools=tools, **kwargs)
     assert e.value.body["message"].startswith(field + ":"), e.value.body
     wait_idle(client)
+
+
+def test_native_generate_takes_tools(client):
+    r = client.post(
+        "/generate",
+        json={
+            "text": "Call a tool for the weather in Paris.\n",
+            "sampling_params": {"max_new_tokens": 60, "temperature": 0},
+            "tools": TOOLS,
+            "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        },
+    )
+    assert r.status_code == 200, r.text
+    (call,) = r.json()["tool_calls"]
+    assert call["function"]["name"] == "get_weather"
+    jsonschema.validate(json.loads(call["function"]["arguments"]), WEATHER)
+    bad = client.post("/generate", json={"text": "x", "tools": [{"type": "function"}]})
+    assert bad.status_code == 400 and bad.json()["error"]["message"].startswith(
+        "tools[0].function:"
+    )
+    wait_idle(client)
