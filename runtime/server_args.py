@@ -50,6 +50,7 @@ class SchedulerArgs:
     disable_packed_gemm: bool = False  # CPU: skip the packed weight copies (saves memory)
     max_json_string_length: int | None = None  # a cap for strings a JSON schema leaves open
     debug_check_memory: bool = False  # assert the KV accounting after every step
+    max_pinned_tokens: int | None = None  # cap on pinned prefix tokens; None: half the pool
 
     def __post_init__(self) -> None:
         self.validate()
@@ -92,6 +93,8 @@ class SchedulerArgs:
             need(self.context_length >= 16, "context_length", "must be >= 16")
         if self.max_json_string_length is not None:
             need(self.max_json_string_length >= 1, "max_json_string_length", "must be >= 1")
+        if self.max_pinned_tokens is not None:
+            need(self.max_pinned_tokens >= 0, "max_pinned_tokens", "must be >= 0")
 
 
 @dataclass
@@ -229,6 +232,11 @@ _CLI_FLAGS = [
         "CPU: no packed weight copies for small decode batches (less memory, slower decode)",
     ),
     ("--debug-check-memory", bool, "check the KV pool accounting after every step"),
+    (
+        "--max-pinned-tokens",
+        int,
+        "most prefix tokens /pin_prefix may hold out of eviction (default: half the KV pool)",
+    ),
     ("--max-fanout", int, "most sequences one request may start (its prompts times n)"),
     (
         "--max-queued-requests",

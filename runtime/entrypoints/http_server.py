@@ -18,6 +18,7 @@ from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from runtime.engine import Engine, ServerBusy
+from runtime.entrypoints.cache_routes import cache_router
 from runtime.entrypoints.chat_tools import generate_tools, with_tool_calls
 from runtime.entrypoints.http_utils import (
     JSON,
@@ -255,6 +256,7 @@ def create_app(engine: Engine, args: ServerArgs) -> FastAPI:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(openai_router)
+    app.include_router(cache_router)
     app.add_middleware(BodySizeLimit, limit=args.max_request_bytes)
     if args.api_key:  # outermost: a request without the key learns nothing else
         app.add_middleware(ApiKeyAuth, api_key=args.api_key)

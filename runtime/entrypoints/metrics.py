@@ -20,6 +20,7 @@ _LOAD_GAUGES = {
     "cache_hit_rate": "share of prompt tokens served from the prefix cache",
     "cache_tokens": "tokens held by the prefix cache",
     "kv_free_tokens": "free KV slots",
+    "pinned_tokens": "prefix tokens pinned out of eviction",
 }
 
 
