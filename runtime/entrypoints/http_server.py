@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
 RETRY_AFTER_S = 1
+OPEN_PATHS = ("/health", "/cache")  # answered without the API key: nothing in them is private
 
 # The /generate body is a GenerateRequest whose `prompt` is called `text`.
 GENERATE_FIELDS = [
@@ -78,14 +79,15 @@ def native_error(e: ValueError) -> str:
 
 
 class ApiKeyAuth:
-    """ASGI middleware: every route but /health needs `Authorization: Bearer <key>`."""
+    """ASGI middleware: every route but /health and the /cache page needs `Authorization:
+    Bearer <key>` (the page is static; the data it fetches need the key, from its `?key=`)."""
 
     def __init__(self, app, api_key: str) -> None:
         self.app = app
         self.expected = f"Bearer {api_key}".encode()
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["path"] != "/health":
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
             given = dict(scope["headers"]).get(b"authorization", b"")
             if not secrets.compare_digest(given, self.expected):
                 msg = "Authorization: missing or wrong API key (send `Bearer <key>`)"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from radix import RadixCache
 from runtime.scheduler.pins import PinTable
 
-EXCERPT_CHARS = 60
+EXCERPT_CHARS = 80
 
 
 def _excerpt(text: str) -> str:

@@ -95,3 +95,18 @@ def test_gen_with_tools_reads_back_a_constrained_call(runtime):
     assert isinstance(json.loads(call["function"]["arguments"])["city"], str)
     with pytest.raises(ValueError, match="^tool_choice: needs tools"):
         sgl.gen("x", tool_choice="auto")
+
+
+def test_pin_keeps_a_prefix_and_unpins(runtime):
+    system = "You are a careful travel agent. " * 8
+    pin = runtime.pin(messages=[{"role": "system", "content": system}], ttl_s=60)
+    assert pin["tokens"] > 40 and pin["expires_at"] is not None
+    info = runtime.get_server_info()
+    assert info["pinned_tokens"] >= pin["tokens"] and info["num_pins"] >= 1
+    assert runtime.flush_cache()  # pins outlive a flush
+    assert runtime.get_server_info()["cache_tokens"] >= pin["tokens"]
+    runtime.unpin(pin["pin_id"])
+    with pytest.raises(BackendError) as e:
+        runtime.unpin(pin["pin_id"])
+    assert e.value.status == 404
+    assert runtime.get_server_info()["num_pins"] == 0
