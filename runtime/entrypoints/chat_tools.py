@@ -27,6 +27,7 @@ DEFAULT_TOOL_PROMPT = (
 class ToolChoice:
     mode: str  # "none" | "auto" | "required"
     tools: list[dict]  # the ones a call may use: all, or the one named
+    named: bool = False
 
 
 def check_tools(tools: list) -> list[dict]:
@@ -88,7 +89,7 @@ def resolve_tool_choice(choice, tools: list[dict]) -> ToolChoice:
     chosen = [t for t in tools if t["name"] == name]
     if not chosen:
         raise ValueError(f"tool_choice.function.name: no tool named {name!r} in tools")
-    return ToolChoice("required", chosen)
+    return ToolChoice("required", chosen, named=True)
 
 
 def tool_grammar(parser: ToolCallParser, choice: ToolChoice, parallel: bool) -> str | None:
@@ -96,7 +97,7 @@ def tool_grammar(parser: ToolCallParser, choice: ToolChoice, parallel: bool) -> 
     if choice.mode == "none":
         return None
     # a named function is called once: a second call of it is never what was asked
-    once = not parallel or len(choice.tools) == 1 and choice.mode == "required"
+    once = not parallel or choice.named
     return parser.structural_tag(
         choice.tools, required=choice.mode == "required", parallel=not once
     )
