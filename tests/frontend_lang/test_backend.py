@@ -86,7 +86,13 @@ def test_gen_with_tools_reads_back_a_constrained_call(runtime):
         s += sgl.system("Call get_weather to learn the weather.")
         s += sgl.user("What is the weather in Oslo?")
         s += sgl.assistant(
-            sgl.gen("call", max_tokens=48, temperature=0, tools=tools, tool_choice="required")
+            sgl.gen(
+                "call",
+                max_tokens=48,
+                temperature=0,
+                tools=tools,
+                tool_choice={"type": "function", "function": {"name": "get_weather"}},
+            )
         )
 
     state = agent.run(backend=runtime)
