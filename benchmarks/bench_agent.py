@@ -165,10 +165,12 @@ def run(url: str, args, pinned: bool, system: str, seed: int) -> dict:
     assert http.post("/flush_cache").status_code == 200
     pin = None
     if pinned:
-        pin = http.post(
+        r = http.post(
             "/pin_prefix",
             json={"messages": [{"role": "system", "content": system}], "tools": TOOLS},
-        ).json()
+        )
+        assert r.status_code == 200, r.text  # a refused pin stops the run
+        pin = r.json()
     stop = threading.Event()
     noisy = [
         threading.Thread(target=noise, args=(url, stop, args.noise_tokens, seed * 10 + i))
@@ -238,7 +240,14 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/agent.json")
     args = p.parse_args()
     system = system_prompt(args.system_tokens)
-    srv = ServerProcess("--max-total-tokens", str(args.max_total_tokens), "--log-level", "warning")
+    srv = ServerProcess(
+        "--max-total-tokens",
+        str(args.max_total_tokens),
+        "--max-pinned-tokens",  # the system prompt and tools: more than the default half pool
+        str(args.max_total_tokens * 3 // 4),
+        "--log-level",
+        "warning",
+    )
     try:
         results = []
         for r in range(args.repeats):
