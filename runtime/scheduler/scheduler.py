@@ -84,6 +84,16 @@ class Scheduler:
                 f"sampling_params.max_new_tokens: prompt + max_new_tokens ({need} tokens) exceeds "
                 f"the KV pool ({self.kv_pool.size} tokens, see max_total_tokens)"
             )
+        pinned = self.pins.pinned_tokens() if self.pins is not None else 0
+        if pinned and need > self.kv_pool.size - pinned:
+            # it could wait forever: what it does not share with a pin may never fit
+            shared = len(self.cache.match_prefix(inp.input_ids)[0])
+            if need - shared > self.kv_pool.size - pinned:
+                raise ValueError(
+                    f"sampling_params.max_new_tokens: prompt + max_new_tokens ({need} tokens) "
+                    f"exceeds the KV pool less its {pinned} pinned tokens ({self.kv_pool.size} "
+                    "tokens; unpin a prefix or lower --max-pinned-tokens)"
+                )
         req = Req(inp, self.tokenizer, self.eos_ids)
         if inp.params.constraint is not None:
             if self.grammars is None:

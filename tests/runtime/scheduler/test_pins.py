@@ -117,3 +117,15 @@ def test_no_pins_without_the_radix_cache():
     sched = make_scheduler(disable_radix_cache=True)
     with pytest.raises(ValueError, match="^pin_prefix: the radix cache is off"):
         sched.pin_prefix(PREFIX)
+
+
+def test_a_request_that_cannot_fit_beside_the_pins_is_refused():
+    sched = make_scheduler(max_pinned_tokens=40)
+    long_prefix = list(range(1, 41))
+    cache_prefix(sched, long_prefix)
+    sched.pin_prefix(long_prefix)
+    with pytest.raises(ValueError, match="pinned tokens"):
+        sched.add_request(request("big", [50] * 20, 10))  # 30 > 64 - 40, shares nothing
+    sched.add_request(request("shares", long_prefix + [50] * 4, 10))  # the pin is its prefix
+    assert run(sched)["shares"] == expected_output(long_prefix + [50] * 4, 10)
+    sched.check_memory()
