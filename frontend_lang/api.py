@@ -34,9 +34,14 @@ def gen(
     json_schema: str | None = None,
     choices: list[str] | None = None,
     dtype: type | None = None,
+    tools: list[dict] | None = None,
+    tool_choice: str | dict | None = None,
 ) -> Gen | Select:
     """A generation stored in `s[name]`; with `choices` it is a `select`. With `n > 1`,
-    `s[name]` is the list of n samples and the program goes on with the first."""
+    `s[name]` is the list of n samples and the program goes on with the first. With `tools`
+    (OpenAI's definitions), calls are constrained to their schemas as `tool_choice` says
+    (auto by default) and read back into `s.get_meta_info(name)["tool_calls"]`; the prompt
+    should describe the tools."""
     if choices is not None:
         return Select(name, list(choices), temperature or 0.0)
     if dtype is not None:
@@ -64,7 +69,11 @@ def gen(
         "json_schema": json_schema,
     }
     sampling = {k: v for k, v in given.items() if v is not None}
-    return Gen(name, sampling, return_logprob, logprob_start_len, top_logprobs_num)
+    if tool_choice is not None and tools is None:
+        raise ValueError("tool_choice: needs tools")
+    return Gen(
+        name, sampling, return_logprob, logprob_start_len, top_logprobs_num, tools, tool_choice
+    )
 
 
 def select(

@@ -107,6 +107,8 @@ class ProgramState:
             "return_logprob": g.return_logprob,
             "logprob_start_len": g.logprob_start_len,
             "top_logprobs_num": g.top_logprobs_num,
+            "tools": g.tools,
+            "tool_choice": g.tool_choice,
         }
         if self._role == "assistant" and self._template() is None:
             params.setdefault("stop", [])  # the plain format ends a turn at a new line
@@ -129,6 +131,8 @@ class ProgramState:
         if g.name is not None:
             self._vars[g.name] = text
             self._meta[g.name] = out["meta_info"] if out else {}
+            if out and "tool_calls" in out:
+                self._meta[g.name] = {**self._meta[g.name], "tool_calls": out["tool_calls"]}
 
     def _gen_n(self, g: Gen, params: dict, extra: dict) -> None:
         """n samples in one request that shares the prompt; the text goes on with the first."""

@@ -30,6 +30,8 @@ class Gen(_Joinable):
     return_logprob: bool | None = None
     logprob_start_len: int | None = None
     top_logprobs_num: int | None = None
+    tools: list[dict] | None = None  # OpenAI's tool definitions: calls come back in meta_info
+    tool_choice: str | dict | None = None
 
 
 @dataclass

@@ -16,7 +16,7 @@ import torch
 
 
 class TreeNode:
-    __slots__ = ("children", "parent", "key", "value", "lock_ref", "last_access", "alive")
+    __slots__ = ("children", "parent", "key", "value", "lock_ref", "last_access", "alive", "hits")
 
     def __init__(
         self, parent: TreeNode | None, key: list[int], value: torch.Tensor, time: int
@@ -28,6 +28,7 @@ class TreeNode:
         self.lock_ref = 0
         self.last_access = time
         self.alive = True
+        self.hits = 0  # requests that reused this node's tokens
 
     def __lt__(self, other: TreeNode) -> bool:  # heap ties
         return id(self) < id(other)
@@ -130,6 +131,7 @@ class RadixCache:
         """Cuts child's edge after n tokens; returns the new upper node."""
         upper = TreeNode(child.parent, child.key[:n], child.value[:n], child.last_access)
         upper.lock_ref = child.lock_ref  # every lock through child passes through upper
+        upper.hits = child.hits
         upper.children = {self._child_key(child.key[n:]): child}
         child.parent.children[self._child_key(child.key)] = upper
         child.parent = upper
@@ -199,6 +201,46 @@ class RadixCache:
         return torch.cat(freed) if freed else torch.empty(0, dtype=torch.int64)
 
     # ---- inspection ----
+
+    def record_hit(self, node: TreeNode) -> None:
+        """Counts one request that reused the path ending at `node`."""
+        while node is not self.root:
+            node.hits += 1
+            node = node.parent
+
+    def path(self, node: TreeNode) -> list[TreeNode]:
+        """The nodes from the root's child down to `node` (empty for the root)."""
+        nodes = []
+        while node is not self.root:
+            nodes.append(node)
+            node = node.parent
+        return nodes[::-1]
+
+    def snapshot(self, max_depth: int | None = None, min_tokens: int = 0) -> dict:
+        """The tree as nested dicts (id, token ids, hits, last access, lock count, children),
+        down to `max_depth` levels, leaving out subtrees holding fewer than `min_tokens`."""
+
+        def size(node: TreeNode) -> int:
+            return len(node.key) + sum(size(c) for c in node.children.values())
+
+        def dump(node: TreeNode, depth: int) -> dict:
+            kids = [] if max_depth is not None and depth >= max_depth else node.children.values()
+            shown = [(size(c), c) for c in kids]
+            return {
+                "id": id(node),
+                "token_ids": list(node.key),
+                "subtree_tokens": size(node),
+                "hits": node.hits,
+                "last_access": node.last_access,
+                "lock_ref": node.lock_ref if node is not self.root else 0,
+                "children": [
+                    dump(c, depth + 1)
+                    for n, c in sorted(shown, key=lambda x: -x[0])
+                    if n >= min_tokens
+                ],
+            }
+
+        return dump(self.root, 0)
 
     def pretty_print(self, max_tokens: int = 8) -> str:
         lines = [f"root (evictable {self._evictable}, protected {self._protected})"]

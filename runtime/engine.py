@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import zmq
 
+from runtime.cache_control import CacheControl
 from runtime.detokenizer_process import spawn_detokenizer_process
 from runtime.input_processor import InputProcessor
 from runtime.io_struct import (
@@ -53,7 +54,7 @@ class ServerBusy(RuntimeError):
     """Too many requests are open: the caller should retry later (HTTP 503)."""
 
 
-class Engine:
+class Engine(CacheControl):
     """`Engine(model_path=None, **server_args)`: SGLang's offline engine over our scheduler."""
 
     def __init__(self, model_path: str | None = None, **kwargs) -> None:
@@ -338,14 +339,14 @@ class Engine:
         for rid in rids:
             self.abort_request(rid)
 
-    def _call(self, name: str):
+    def _call(self, name: str, **args):
         """Runs a scheduler method between two of its steps and returns its result."""
         ticket = ("call", next(self._tickets))  # never equal to a request id (a str)
         q: queue.Queue = queue.Queue()
         with self._routes_lock:
             self._routes[ticket] = q.put
         try:
-            self._post(CallRequest(ticket, name))
+            self._post(CallRequest(ticket, name, args))
             _, value = q.get(timeout=60)
         finally:
             with self._routes_lock:

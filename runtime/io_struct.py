@@ -91,10 +91,11 @@ class AbortRequest:
 
 @dataclass
 class CallRequest:
-    """Runs a scheduler query (`server_info`, `flush_cache`) between two steps."""
+    """Runs a scheduler query (`server_info`, `flush_cache`, `pin_prefix`...) between two steps."""
 
     ticket: tuple
     name: str
+    args: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from kernels.attention.registry import ATTENTION_BACKENDS
 from runtime.constrained.registry import GRAMMAR_BACKENDS
+from runtime.parsers.reasoning_parser import REASONING_PARSERS
+from runtime.parsers.tool_call_parser import TOOL_CALL_PARSERS
 from runtime.scheduler.schedule_policy import POLICIES
 
 API_KEY_ENV = "RADIXSERVE_API_KEY"
@@ -57,6 +59,7 @@ class SchedulerArgs:
     disable_packed_gemm: bool = False  # CPU: skip the packed weight copies (saves memory)
     max_json_string_length: int | None = None  # a cap for strings a JSON schema leaves open
     debug_check_memory: bool = False  # assert the KV accounting after every step
+    max_pinned_tokens: int | None = None  # cap on pinned prefix tokens; None: half the pool
 
     def __post_init__(self) -> None:
         self.validate()
@@ -116,6 +119,8 @@ class SchedulerArgs:
         )
         if self.max_json_string_length is not None:
             need(self.max_json_string_length >= 1, "max_json_string_length", "must be >= 1")
+        if self.max_pinned_tokens is not None:
+            need(self.max_pinned_tokens >= 0, "max_pinned_tokens", "must be >= 0")
 
 
 @dataclass
@@ -134,6 +139,8 @@ class ServerArgs(SchedulerArgs):
     chat_template: str | None = None  # a Jinja file or the template itself, over the tokenizer's
     log_requests: bool = False  # one log line per finished request
     dp_size: int = 1  # replicas behind sglang-router (runtime.data_parallel)
+    tool_call_parser: str | None = None  # None: the format the chat template shows
+    reasoning_parser: str | None = None  # None: reasoning stays in the content
 
     def __post_init__(self) -> None:
         if self.api_key is None:
@@ -155,6 +162,13 @@ class ServerArgs(SchedulerArgs):
                 f"chat_template: {t!r} is neither a file nor a Jinja template; "
                 "give the path of a .jinja file or the template text"
             )
+        for name, known in (
+            ("tool_call_parser", TOOL_CALL_PARSERS),
+            ("reasoning_parser", REASONING_PARSERS),
+        ):
+            value = getattr(self, name)
+            if value is not None and value not in known:
+                raise ValueError(f"{name}: must be one of {tuple(known)}, got {value!r}")
 
     def scheduler_args(self, **changes) -> SchedulerArgs:
         """The part the scheduler process gets, with `changes` applied."""
@@ -196,6 +210,8 @@ _CHOICES = {
     "schedule_policy": POLICIES,
     "attention_backend": ("auto", *ATTENTION_BACKENDS),
     "grammar_backend": tuple(GRAMMAR_BACKENDS),
+    "tool_call_parser": tuple(TOOL_CALL_PARSERS),
+    "reasoning_parser": tuple(REASONING_PARSERS),
 }
 _CLI_FLAGS = [
     (
@@ -300,6 +316,11 @@ _CLI_FLAGS = [
         "CPU: no packed weight copies for small decode batches (less memory, slower decode)",
     ),
     ("--debug-check-memory", bool, "check the KV pool accounting after every step"),
+    (
+        "--max-pinned-tokens",
+        int,
+        "most prefix tokens /pin_prefix may hold out of eviction (default: half the KV pool)",
+    ),
     ("--max-fanout", int, "most sequences one request may start (its prompts times n)"),
     (
         "--max-queued-requests",
@@ -311,6 +332,16 @@ _CLI_FLAGS = [
         "--graceful-shutdown-timeout",
         float,
         "seconds SIGTERM waits for running requests before aborting them",
+    ),
+    (
+        "--tool-call-parser",
+        str,
+        "how the model writes tool calls (default: the format its chat template shows, else hermes)",
+    ),
+    (
+        "--reasoning-parser",
+        str,
+        "split the model's <think> block into reasoning_content (deepseek-r1, qwen3)",
     ),
     (
         "--max-json-string-length",

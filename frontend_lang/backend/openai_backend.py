@@ -59,10 +59,12 @@ class OpenAI(Backend):
         return {"text": choice["text"], "meta_info": meta}
 
     def generate(self, text: str, sampling_params: dict, **kwargs) -> dict:
+        _no_tools(kwargs)
         out = self._post("generate", self._body(text, sampling_params))
         return self._result(out["choices"][0], out.get("usage"))
 
     def generate_stream(self, text: str, sampling_params: dict, **kwargs) -> Iterator[dict]:
+        _no_tools(kwargs)
         body = {**self._body(text, sampling_params), "stream": True}
         acc = ""
         with self.http.stream("POST", "/completions", json=body) as r:
@@ -115,3 +117,8 @@ class OpenAI(Backend):
         entries = [row[max(prefix_len - 2, 0) :] for row in rows]
         scores = METHODS[method](entries)
         return scores.decision, scores.meta_info()
+
+
+def _no_tools(kwargs: dict) -> None:
+    if kwargs.get("tools") is not None:
+        raise ValueError("tools: gen(tools=...) needs a native backend (RuntimeEndpoint, Runtime)")

@@ -68,6 +68,24 @@ class RuntimeEndpoint(Backend):
                     )
                 yield chunk
 
+    def pin(
+        self,
+        text: str | None = None,
+        messages: list[dict] | None = None,
+        ttl_s: float | None = None,
+        tools: list[dict] | None = None,
+    ) -> dict:
+        """Computes the prefix (text, or messages rendered by the server's chat template with
+        its tools) and keeps it out of eviction until `unpin` or `ttl_s` seconds; returns
+        {pin_id, tokens, expires_at, pinned_tokens}."""
+        body = {"text": text, "messages": messages, "ttl_s": ttl_s, "tools": tools}
+        return self._call(
+            "pin", "POST", "/pin_prefix", {k: v for k, v in body.items() if v is not None}
+        )
+
+    def unpin(self, pin_id: str) -> None:
+        self._call("unpin", "POST", "/unpin_prefix", {"pin_id": pin_id})
+
     def cache_prefix(self, text: str) -> int:
         out = self.generate(text, {"max_new_tokens": 0})
         return out["meta_info"]["prompt_tokens"]

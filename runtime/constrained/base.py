@@ -18,7 +18,7 @@ from runtime.constrained.json_bounds import bound_json_schema
 
 logger = logging.getLogger(__name__)
 
-CONSTRAINT_KINDS = ("regex", "json_schema", "ebnf")
+CONSTRAINT_KINDS = ("regex", "json_schema", "ebnf", "structural_tag")
 
 
 class GrammarCompileTimeout(ValueError):
@@ -120,8 +120,8 @@ class GrammarCache:
         return fut
 
     def _compile(self, kind: str, spec: str):
-        if kind == "json_schema":
-            spec = bound_json_schema(spec, self.max_json_string_length)
+        if kind in ("json_schema", "structural_tag"):  # a tag's schemas are bounded the same
+            spec = bound_json_schema(spec, self.max_json_string_length, kind)
         if self.worker is not None:
             return self.worker.compile(kind, spec)
         return self.backend.compile(kind, spec)

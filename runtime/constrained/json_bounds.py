@@ -19,8 +19,10 @@ _STRING_SET = ("maxLength", "enum", "const", "pattern", "format")
 
 
 def _types(node: dict) -> set[str]:
-    kind = node.get("type")
-    return set(kind) if isinstance(kind, list) else {kind}
+    kind = node.get("type")  # a property may be called "type": then it is a dict
+    if isinstance(kind, list):
+        return {k for k in kind if isinstance(k, str)}
+    return {kind} if isinstance(kind, str) else set()
 
 
 def _bound(node, max_string_length: int | None):
@@ -41,11 +43,13 @@ def _bound(node, max_string_length: int | None):
     return node
 
 
-def bound_json_schema(spec: str, max_string_length: int | None = None) -> str:
-    """The schema with its open integers, numbers (and strings) bounded; ValueError naming
-    `json_schema` when it is not JSON."""
+def bound_json_schema(
+    spec: str, max_string_length: int | None = None, field: str = "json_schema"
+) -> str:
+    """The schema (or every schema inside a structural tag) with its open integers, numbers
+    (and strings) bounded; ValueError naming `field` when it is not JSON."""
     try:
         schema = json.loads(spec)
     except json.JSONDecodeError as e:
-        raise ValueError(f"json_schema: not valid JSON ({e})") from None
+        raise ValueError(f"{field}: not valid JSON ({e})") from None
     return json.dumps(_bound(schema, max_string_length))

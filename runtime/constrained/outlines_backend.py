@@ -150,8 +150,10 @@ class OutlinesBackend(GrammarBackend):
         return (_compiling_backend, (self.vocabulary, self.eos_id, self.vocab_size))
 
     def compile(self, kind: str, spec: str):
-        if kind == "ebnf":
-            raise ValueError("ebnf: the outlines grammar backend takes regex and json_schema only")
+        if kind in ("ebnf", "structural_tag"):
+            raise ValueError(
+                f"{kind}: the outlines grammar backend takes regex and json_schema only"
+            )
         if kind == "json_schema":
             try:
                 spec = schema_regex(spec)

@@ -67,6 +67,8 @@ class XGrammarBackend(GrammarBackend):
                 return self.compiler.compile_json_schema(spec, any_whitespace=False)
             if kind == "ebnf":
                 return self.compiler.compile_grammar(spec)
+            if kind == "structural_tag":
+                return self.compiler.compile_structural_tag(spec)
         except (RuntimeError, ValueError) as e:
             msg = _LOCATION.sub("", str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
             raise ValueError(f"{kind}: {msg}") from None

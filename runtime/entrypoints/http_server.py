@@ -18,6 +18,8 @@ from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from runtime.engine import Engine, ServerBusy
+from runtime.entrypoints.cache_routes import cache_router
+from runtime.entrypoints.chat_tools import generate_tools, with_tool_calls
 from runtime.entrypoints.http_utils import (
     JSON,
     APIError,
@@ -33,12 +35,14 @@ from runtime.entrypoints.utility_routes import utility_router
 from runtime.entrypoints.vendor_fields import NATIVE_REFUSED_WHEN_SET, check_extra_fields
 from runtime.io_struct import GenerateRequest
 from runtime.model_loader.loader import default_model_path
+from runtime.parsers.tool_call_parser import tool_call_parser
 from runtime.server_args import ServerArgs
 from runtime.version import __version__
 
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 1
+OPEN_PATHS = ("/health", "/cache")  # answered without the API key: nothing in them is private
 
 # The /generate body is a GenerateRequest whose `prompt` is called `text`.
 GENERATE_FIELDS = [
@@ -75,14 +79,15 @@ def native_error(e: ValueError) -> str:
 
 
 class ApiKeyAuth:
-    """ASGI middleware: every route but /health needs `Authorization: Bearer <key>`."""
+    """ASGI middleware: every route but /health and the /cache page needs `Authorization:
+    Bearer <key>` (the page is static; the data it fetches need the key, from its `?key=`)."""
 
     def __init__(self, app, api_key: str) -> None:
         self.app = app
         self.expected = f"Bearer {api_key}".encode()
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["path"] != "/health":
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
             given = dict(scope["headers"]).get(b"authorization", b"")
             if not secrets.compare_digest(given, self.expected):
                 msg = "Authorization: missing or wrong API key (send `Bearer <key>`)"
@@ -234,12 +239,25 @@ def create_app(engine: Engine, args: ServerArgs) -> FastAPI:
 
     @app.post("/generate")
     async def generate(request: Request):
-        req = generate_request(await read_json(request))
+        body = await read_json(request)
+        parser = tool_call_parser(args.tool_call_parser, engine.tokenizer.chat_template)
+        reads_calls = generate_tools(body, parser, args.grammar_backend)
+        req = generate_request(body)
+
+        def finish(out):
+            if not reads_calls:
+                return out
+            return (
+                [with_tool_calls(o, parser) for o in out]
+                if isinstance(out, list)
+                else with_tool_calls(out, parser)
+            )
+
         try:
             if req.stream:
                 chunks = await engine.async_generate_request(req)
-                return await sse_response(chunks, lambda chunk: [chunk])
-            return await until_disconnect(request, engine.async_generate_request(req))
+                return await sse_response(chunks, lambda chunk: [finish(chunk)])
+            return finish(await until_disconnect(request, engine.async_generate_request(req)))
         except ValueError as e:
             raise APIError(400, native_error(e)) from None
 
@@ -249,6 +267,7 @@ def create_app(engine: Engine, args: ServerArgs) -> FastAPI:
 
     app.include_router(openai_router)
     app.include_router(utility_router)
+    app.include_router(cache_router)
     app.add_middleware(BodySizeLimit, limit=args.max_request_bytes)
     if args.api_key:  # outermost: a request without the key learns nothing else
         app.add_middleware(ApiKeyAuth, api_key=args.api_key)

@@ -31,6 +31,7 @@ _LOAD_GAUGES = {
     "max_total_num_tokens": ("max_total_tokens", "KV pool size in tokens"),
     "cache_tokens": ("cache_tokens", "tokens held by the prefix cache"),
     "kv_free_tokens": ("kv_free_tokens", "free KV slots"),
+    "pinned_tokens": ("pinned_tokens", "prefix tokens pinned out of eviction"),
 }
 
 

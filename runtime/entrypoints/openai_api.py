@@ -11,6 +11,7 @@ import uuid
 
 from fastapi import APIRouter, Request
 
+from runtime.entrypoints.chat_tools import plan_chat
 from runtime.entrypoints.http_utils import APIError, sse_response, until_disconnect
 from runtime.entrypoints.openai_protocol import (
     ChatRequest,
@@ -18,6 +19,9 @@ from runtime.entrypoints.openai_protocol import (
     CompletionRequest,
 )
 from runtime.entrypoints.utility_routes import model_card
+from runtime.parsers.chat_output import ChatOutputReader, read_chat_output
+from runtime.parsers.reasoning_parser import reasoning_format
+from runtime.parsers.tool_call_parser import tool_call_parser
 
 openai_router = APIRouter()
 
@@ -124,6 +128,22 @@ def _engine(request: Request):
     return request.app.state.engine
 
 
+def _output_parsers(request: Request):
+    """(tool-call parser, reasoning format or None) of this server, chosen once."""
+    state = request.app.state
+    if not hasattr(state, "output_parsers"):
+        args = state.args
+        state.output_parsers = (
+            tool_call_parser(args.tool_call_parser, state.engine.tokenizer.chat_template),
+            reasoning_format(args.reasoning_parser) if args.reasoning_parser else None,
+        )
+    return state.output_parsers
+
+
+def _finish_reason(finish: str | None, calls: bool) -> str | None:
+    return "tool_calls" if calls and finish == "stop" else finish
+
+
 def _check_model_len(n_prompt: int, context: int) -> None:
     if n_prompt >= context:
         raise APIError(
@@ -223,14 +243,27 @@ async def completions(req: CompletionRequest, request: Request):
 @openai_router.post("/v1/chat/completions")
 async def chat_completions(req: ChatRequest, request: Request):
     engine = _engine(request)
-    if req.tools:
-        raise APIError(400, "tools: tool calling is not supported by this server", "tools")
     req.apply_response_format()
-    messages = [{"role": m.role, "content": m.text()} for m in req.messages]
+    tool_parser, reasoning = _output_parsers(request)
+    reasoning = reasoning if req.separate_reasoning else None
+    template = engine.tokenizer.chat_template or ""
+    plan = plan_chat(
+        [m.for_template() for m in req.messages],
+        req.tools,
+        req.tool_choice,
+        req.parallel_tool_calls,
+        tool_parser,
+        template,
+        request.app.state.args.grammar_backend,
+        bool(req.regex or req.json_schema or req.ebnf),
+    )
+    messages = plan.messages
     template_kwargs = req.template_kwargs(messages[-1]["role"])
     try:
         enc = await engine.run_in_tokenizer(
-            lambda: engine.tokenizer.apply_chat_template(messages, tokenize=True, **template_kwargs)
+            lambda: engine.tokenizer.apply_chat_template(
+                messages, tools=plan.template_tools, tokenize=True, **template_kwargs
+            )
         )
     except Exception as e:  # a template that rejects the conversation (roles out of order)
         raise APIError(400, f"messages: the chat template rejects them ({e})", "messages") from e
@@ -239,9 +272,12 @@ async def chat_completions(req: ChatRequest, request: Request):
     limit = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     max_new = engine.context_len - len(ids) if limit is None else limit
     top = req.top_logprobs if req.logprobs else None
+    params = req.sampling_params(max_new)
+    if plan.structural_tag is not None:
+        params["structural_tag"] = plan.structural_tag
     kwargs = dict(
         input_ids=ids,
-        sampling_params=req.sampling_params(max_new),
+        sampling_params=params,
         return_logprob=req.logprobs,
         top_logprobs_num=top or None,
         return_text_in_logprobs=True,
@@ -260,10 +296,12 @@ async def chat_completions(req: ChatRequest, request: Request):
             chunks = await engine.async_generate(**kwargs, stream=True)
             seen = _Choices()
             finals: dict[int, dict] = {}
+            readers: dict[int, ChatOutputReader] = {}
 
             def events(chunk: dict):
                 i = chunk.get("index", 0)
                 if seen.first(i):
+                    readers[i] = ChatOutputReader(plan.tool_parser, reasoning)
                     yield wrap_chunk(
                         [
                             {
@@ -276,14 +314,18 @@ async def chat_completions(req: ChatRequest, request: Request):
                     )
                 text, entries, tops = seen.delta(i, chunk)
                 finish, matched = _finish(chunk["meta_info"])
+                delta = readers[i].feed(text)
                 if finish is not None:
                     finals[i] = chunk
-                if text or entries or finish:
+                    for key, value in readers[i].finish().items():
+                        delta[key] = delta.get(key, type(value)()) + value
+                    finish = _finish_reason(finish, bool(readers[i].calls))
+                if delta or entries or finish:
                     yield wrap_chunk(
                         [
                             {
                                 "index": i,
-                                "delta": {"content": text} if text else {},
+                                "delta": delta,
                                 "logprobs": logprobs(entries, tops),
                                 "finish_reason": finish,
                                 "matched_stop": matched,
@@ -300,14 +342,15 @@ async def chat_completions(req: ChatRequest, request: Request):
     for i, r in enumerate(results):
         meta = r["meta_info"]
         finish, matched = _finish(meta)
+        message = read_chat_output(r["text"], plan.tool_parser, reasoning)
         choices.append(
             {
                 "index": i,
-                "message": {"role": "assistant", "content": r["text"]},
+                "message": message,
                 "logprobs": logprobs(
                     meta.get("output_token_logprobs") or [], meta.get("output_top_logprobs")
                 ),
-                "finish_reason": finish,
+                "finish_reason": _finish_reason(finish, "tool_calls" in message),
                 "matched_stop": matched,
             }
         )

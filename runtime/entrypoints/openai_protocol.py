@@ -124,6 +124,8 @@ class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
+    tool_calls: list[dict] | None = None  # an assistant's calls, kept for the template
+    tool_call_id: str | None = None  # which call a tool message answers
 
     @model_validator(mode="after")
     def _content_given(self) -> ChatMessage:
@@ -137,6 +139,16 @@ class ChatMessage(BaseModel):
             return "".join(p.text for p in self.content)
         return self.content or ""
 
+    def for_template(self) -> dict:
+        """The message as the chat template takes it: content None only beside tool calls."""
+        out = {"role": self.role, "content": self.text()}
+        if self.tool_calls:
+            out["tool_calls"] = self.tool_calls
+            out["content"] = self.text() or None
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        return out
+
 
 class ChatRequest(CommonRequest):
     messages: list[ChatMessage] = Field(min_length=1)
@@ -146,7 +158,8 @@ class ChatRequest(CommonRequest):
     top_logprobs: int | None = Field(None, ge=0, le=20)
     tools: list | None = None
     tool_choice: str | dict | None = None
-    parallel_tool_calls: bool | None = None
+    parallel_tool_calls: bool = True
+    separate_reasoning: bool = True  # with --reasoning-parser: thinking in reasoning_content
     # How the conversation is rendered (vLLM's and SGLang's fields)
     chat_template: str | None = None
     chat_template_kwargs: dict | None = None

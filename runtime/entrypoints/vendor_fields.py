@@ -36,7 +36,6 @@ REFUSED_WHEN_SET = {
     "truncate_prompt_tokens": "prompts are never truncated",
     "guided_whitespace_pattern": "JSON whitespace follows the grammar backend",
     "return_tokens_as_token_ids": "tokens are returned as text",
-    "structural_tag": "no structural tags",
     "prediction": "no predicted outputs",
     "echo": "echo is a /v1/completions field",
 }

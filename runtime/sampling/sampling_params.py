@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 
 # SGLang's sampling params that ask for something this runtime does not do; accepted when empty.
 NOT_SUPPORTED = (
-    "structural_tag",
     "stop_regex",
     "custom_params",
 )
 
+
+CONSTRAINT_FIELDS = ("regex", "json_schema", "ebnf", "structural_tag")
 
 # Stop strings are searched for after every token, so their number and length are bounded.
 MAX_STOP_STRINGS, MAX_STOP_LENGTH = 32, 512
@@ -35,11 +36,12 @@ class SamplingParams:
     spaces_between_special_tokens: bool = True
     n: int = 1
     seed: int | None = None
-    regex: str | None = None  # constraints: at most one of the three
+    regex: str | None = None  # constraints: at most one of the four
     json_schema: str | None = None
     ebnf: str | None = None
     no_stop_trim: bool = False  # keep the matched stop string or token in the text
     logit_bias: dict[int, float] | None = None  # token id -> added to its logit, in [-100, 100]
+    structural_tag: str | None = None  # xgrammar's structural tag, as JSON (tool calls use it)
 
     @classmethod
     def from_dict(cls, params: dict | None) -> SamplingParams:
@@ -130,12 +132,15 @@ class SamplingParams:
             bad("stop", f"at most {MAX_STOP_STRINGS} stop strings")
         if any(len(x) > MAX_STOP_LENGTH for x in self.stop):
             bad("stop", f"a stop string may be at most {MAX_STOP_LENGTH} characters")
-        given = [k for k in ("regex", "json_schema", "ebnf") if getattr(self, k) is not None]
+        given = [k for k in CONSTRAINT_FIELDS if getattr(self, k) is not None]
         for k in given:
             if not isinstance(getattr(self, k), str) or not getattr(self, k):
                 bad(k, "must be a non-empty string")
         if len(given) > 1:
-            bad(given[1], f"give at most one of regex, json_schema and ebnf (also got {given[0]})")
+            bad(
+                given[1],
+                f"give at most one of {', '.join(CONSTRAINT_FIELDS)} (also got {given[0]})",
+            )
         if not isinstance(self.stop_token_ids, list) or not all(
             is_int(t) and t >= 0 for t in self.stop_token_ids
         ):
@@ -161,7 +166,7 @@ class SamplingParams:
     @property
     def constraint(self) -> tuple[str, str] | None:
         """(kind, spec) of the grammar this request must follow, if any."""
-        for kind in ("regex", "json_schema", "ebnf"):
+        for kind in CONSTRAINT_FIELDS:
             if getattr(self, kind) is not None:
                 return kind, getattr(self, kind)
         return None

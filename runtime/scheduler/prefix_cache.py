@@ -72,6 +72,10 @@ class PrefixCache(ABC):
     def reset(self) -> None:
         """Frees everything; only valid while no request holds a lock."""
 
+    @abstractmethod
+    def record_hit(self, handle) -> None:
+        """Counts a request that reused the prefix ending at `handle` (for inspection)."""
+
 
 class NoPrefixCache(PrefixCache):
     """Shares nothing (`--disable-radix-cache`): every request computes its whole prompt."""
@@ -90,6 +94,9 @@ class NoPrefixCache(PrefixCache):
 
     def cache_finished_req(self, req) -> None:
         self.kv_pool.free(self._slots(req))
+
+    def record_hit(self, handle) -> None:
+        pass
 
     def evict(self, num_tokens: int) -> int:
         return 0
@@ -145,6 +152,9 @@ class RadixPrefixCache(PrefixCache):
         self.kv_pool.free(self._slots(req)[inserted:])  # a partial last page
         self.tree.dec_lock_ref(req.prefix_handle)
         req.prefix_handle = None
+
+    def record_hit(self, handle) -> None:
+        self.tree.record_hit(handle)
 
     def evict(self, num_tokens: int) -> int:
         freed = self.tree.evict(num_tokens)

@@ -106,8 +106,15 @@ def _handle(msg, send, runner, scheduler) -> bool:
         calls = {
             "server_info": lambda: scheduler_info(runner, scheduler),
             "flush_cache": scheduler.flush_cache,
+            "pin_prefix": scheduler.pin_prefix,
+            "unpin_prefix": scheduler.unpin_prefix,
+            "cache_tree": scheduler.cache_tree,
         }
-        send.send_pyobj(CallReply(msg.ticket, calls[msg.name]()))
+        try:
+            value = calls[msg.name](**msg.args)
+        except ValueError as e:  # a bad argument fails the call, not the scheduler
+            value = e
+        send.send_pyobj(CallReply(msg.ticket, value))
     elif isinstance(msg, ShutdownRequest):
         send.send_pyobj(BatchTokenOutput(scheduler.abort_all()))
         return False
@@ -120,6 +127,7 @@ def _serve(recv, send, runner, scheduler, parent: int, socket_dir: str) -> None:
     while True:
         if parent_gone(parent, socket_dir):  # also mid-work: a killed client leaves no orphan
             return
+        scheduler.expire_pins()
         # Block only while idle; with work queued, take what has arrived and run a step.
         if not scheduler.has_work() and not recv.poll(1000):
             continue

@@ -20,11 +20,13 @@ from runtime.constrained.registry import create_grammar_backend
 from runtime.io_struct import FinishReason, TokenizedGenerateRequest, TokenOutput
 from runtime.model_runner import ModelRunner
 from runtime.sampling.sampler import Sampler, SampleRow
+from runtime.scheduler.cache_tree import cache_tree
 from runtime.scheduler.decode import decode_batch
 from runtime.scheduler.grammar_queue import GrammarQueue
 from runtime.scheduler.jump_forward import can_jump, jump_forward
 from runtime.scheduler.memory import MemoryManager
 from runtime.scheduler.output import make_output, record_input_logprobs
+from runtime.scheduler.pins import PinTable
 from runtime.scheduler.prefill import PrefillAdder, extend_batch
 from runtime.scheduler.prefix_cache import NoPrefixCache, PrefixCache, RadixPrefixCache
 from runtime.scheduler.req import Req
@@ -48,6 +50,12 @@ class Scheduler:
             NoPrefixCache(self.req_to_token_pool, self.kv_pool)
             if args.disable_radix_cache
             else RadixPrefixCache(self.req_to_token_pool, self.kv_pool, args.page_size)
+        )
+        # Pins hold prefixes out of eviction; half the pool by default.
+        self.pins = (
+            PinTable(self.cache, args.max_pinned_tokens or self.kv_pool.size // 2)
+            if isinstance(self.cache, RadixPrefixCache)
+            else None
         )
         self.policy = SchedulePolicy(args.schedule_policy, self.cache, args.random_seed)
         self.memory = MemoryManager(self.cache, self.kv_pool, self.req_to_token_pool)
@@ -78,6 +86,16 @@ class Scheduler:
                 f"sampling_params.max_new_tokens: prompt + max_new_tokens ({need} tokens) exceeds "
                 f"the KV pool ({self.kv_pool.size} tokens, see max_total_tokens)"
             )
+        pinned = self.pins.pinned_tokens() if self.pins is not None else 0
+        if pinned and need > self.kv_pool.size - pinned:
+            # it could wait forever: what it does not share with a pin may never fit
+            shared = len(self.cache.match_prefix(inp.input_ids)[0])
+            if need - shared > self.kv_pool.size - pinned:
+                raise ValueError(
+                    f"sampling_params.max_new_tokens: prompt + max_new_tokens ({need} tokens) "
+                    f"exceeds the KV pool less its {pinned} pinned tokens ({self.kv_pool.size} "
+                    "tokens; unpin a prefix or lower --max-pinned-tokens)"
+                )
         req = Req(inp, self.tokenizer, self.eos_ids)
         if inp.params.constraint is not None:
             if self.grammars is None:
@@ -113,8 +131,34 @@ class Scheduler:
         """Empties the prefix cache; refused (False) while requests are queued or running."""
         if self.has_work():
             return False
-        self.cache.reset()
+        if self.pins is not None and self.pins.pins:  # pinned prefixes stay
+            self.cache.evict(self.cache.evictable_size())
+        else:
+            self.cache.reset()
         return True
+
+    # ---- pinned prefixes and the cache's view ----
+
+    def _pin_table(self) -> PinTable:
+        if self.pins is None:
+            raise ValueError("pin_prefix: the radix cache is off (--disable-radix-cache)")
+        return self.pins
+
+    def pin_prefix(self, input_ids: list[int], ttl_s: float | None = None) -> dict:
+        """Pins the cached prefix of `input_ids`; see `PinTable.pin`."""
+        return self._pin_table().pin(input_ids, ttl_s)
+
+    def unpin_prefix(self, pin_id: str) -> bool:
+        return self._pin_table().unpin(pin_id)
+
+    def expire_pins(self) -> None:
+        if self.pins is not None:
+            self.pins.expire()
+
+    def cache_tree(self, depth: int | None = None, min_tokens: int = 0) -> dict:
+        if self.pins is None:
+            raise ValueError("cache: the radix cache is off (--disable-radix-cache)")
+        return cache_tree(self.cache.tree, self.pins, self.tokenizer, depth, min_tokens)
 
     def shutdown(self) -> None:
         if self.grammars is not None:
@@ -173,6 +217,8 @@ class Scheduler:
                 req.cached_tokens = req.kv_len
                 self.stats.prompt_tokens += len(req.input_ids)
                 self.stats.cached_prompt_tokens += req.kv_len
+                if req.kv_len:
+                    self.cache.record_hit(req.prefix_handle)
         self.chunked = adder.chunked
         return adder.batch
 
@@ -270,6 +316,9 @@ class Scheduler:
             "cache_tokens": self.cache.total_size(),
             "token_usage": used / self.kv_pool.size,
             "cache_hit_rate": self.stats.cache_hit_rate,
+            "pinned_tokens": self.pins.pinned_tokens() if self.pins is not None else 0,
+            "num_pins": len(self.pins.pins) if self.pins is not None else 0,
+            "max_pinned_tokens": self.pins.max_tokens if self.pins is not None else 0,
         }
 
     def _log_stats(self) -> None:

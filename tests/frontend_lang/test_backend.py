@@ -69,3 +69,50 @@ def test_openai_backend_caches_a_prefix_the_way_vllm_accepts():
         base_url="http://peer.invalid/v1", transport=httpx.MockTransport(server)
     )
     assert oai.cache_prefix("A shared preamble.") == 7
+
+
+def test_gen_with_tools_reads_back_a_constrained_call(runtime):
+    import frontend_lang as sgl
+
+    weather = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 20}},
+        "required": ["city"],
+    }
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": weather}}]
+
+    @sgl.function
+    def agent(s):
+        s += sgl.system("Call get_weather to learn the weather.")
+        s += sgl.user("What is the weather in Oslo?")
+        s += sgl.assistant(
+            sgl.gen(
+                "call",
+                max_tokens=48,
+                temperature=0,
+                tools=tools,
+                tool_choice={"type": "function", "function": {"name": "get_weather"}},
+            )
+        )
+
+    state = agent.run(backend=runtime)
+    (call,) = state.get_meta_info("call")["tool_calls"]
+    assert call["function"]["name"] == "get_weather"
+    assert isinstance(json.loads(call["function"]["arguments"])["city"], str)
+    with pytest.raises(ValueError, match="^tool_choice: needs tools"):
+        sgl.gen("x", tool_choice="auto")
+
+
+def test_pin_keeps_a_prefix_and_unpins(runtime):
+    system = "You are a careful travel agent. " * 8
+    pin = runtime.pin(messages=[{"role": "system", "content": system}], ttl_s=60)
+    assert pin["tokens"] > 40 and pin["expires_at"] is not None
+    info = runtime.get_server_info()
+    assert info["pinned_tokens"] >= pin["tokens"] and info["num_pins"] >= 1
+    assert runtime.flush_cache()  # pins outlive a flush
+    assert runtime.get_server_info()["cache_tokens"] >= pin["tokens"]
+    runtime.unpin(pin["pin_id"])
+    with pytest.raises(BackendError) as e:
+        runtime.unpin(pin["pin_id"])
+    assert e.value.status == 404
+    assert runtime.get_server_info()["num_pins"] == 0

@@ -46,8 +46,12 @@ def test_sglang_clients_empty_extras_are_accepted_and_set_ones_refused():
     sp = SamplingParams.from_dict(sent)
     assert sp.is_greedy and sp.constraint is None
     assert SamplingParams.from_dict({"ebnf": 'root ::= "a"'}).constraint == ("ebnf", 'root ::= "a"')
-    with pytest.raises(ValueError, match=r"^sampling_params\.structural_tag: not supported"):
-        SamplingParams.from_dict({"structural_tag": {"x": 1}})
+    with pytest.raises(ValueError, match=r"^sampling_params\.stop_regex: not supported"):
+        SamplingParams.from_dict({"stop_regex": "a+"})
+    tag = SamplingParams.from_dict({"structural_tag": '{"type": "structural_tag"}'})
+    assert tag.constraint == ("structural_tag", '{"type": "structural_tag"}')
+    with pytest.raises(ValueError, match=r"^sampling_params\.structural_tag: give at most one"):
+        SamplingParams.from_dict({"regex": "a", "structural_tag": "{}"})
 
 
 def test_logit_bias_takes_openai_string_keys_and_names_bad_entries():

@@ -59,3 +59,17 @@ def test_an_endless_integer_is_refused_by_both_backends(name):
     digits = tok.decode(tok.encode('{"n"' + sep + "9" * 40)[:accepted]).count("9")
     assert 0 < digits <= 19  # a signed 64-bit integer has at most 19 digits
     cache.shutdown()
+
+
+def test_a_property_called_type_and_a_structural_tag_are_bounded():
+    schema = {"type": "object", "properties": {"type": {"type": "integer"}}}
+    bounded = json.loads(bound_json_schema(json.dumps(schema)))
+    assert bounded["properties"]["type"]["maximum"] == 2**63 - 1
+    tag = {
+        "type": "structural_tag",
+        "format": {"type": "tag", "content": {"type": "json_schema", "json_schema": schema}},
+    }
+    out = json.loads(bound_json_schema(json.dumps(tag), None, "structural_tag"))
+    assert out["format"]["content"]["json_schema"]["properties"]["type"]["minimum"] == -(2**63)
+    with pytest.raises(ValueError, match="^structural_tag: not valid JSON"):
+        bound_json_schema("{", None, "structural_tag")

@@ -1,0 +1,283 @@
+"""Agents under memory pressure: the same agent loop with and without its prefix pinned.
+
+Each agent sends a ~1,500-token system prompt and 8 tools through the `openai` client, takes
+`--steps` steps (a required tool call, then the tool's result joins its history), while other
+traffic (long unrelated prompts) keeps the KV pool full and evicts what is not held. With
+pinning, the system prompt and tools are pinned once (`/pin_prefix`) before the agents start.
+Both modes run on one server, interleaved over `--repeats`, the cache flushed between runs.
+Prints steps/s, TTFT by step and the share of prompt tokens served from the cache.
+
+    .venv/bin/python benchmarks/bench_agent.py [--agents 8 --steps 6 --repeats 2]
+    .venv/bin/python benchmarks/bench_agent.py --screenshot benchmarks/figures/cache_page.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+from openai import OpenAI
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from runtime.server_process import ServerProcess  # noqa: E402
+
+ACTIONS = [
+    "search_trains",
+    "book_seat",
+    "cancel_booking",
+    "get_weather",
+    "convert_currency",
+    "lookup_station",
+    "send_email",
+    "check_status",
+]
+WORDS = (
+    "policy rule passenger ticket platform refund season weekday weekend holiday booking "
+    "account card safety access parking guide event request complaint manager desk hours "
+    "price discount group child adult senior luggage bicycle connection delay"
+).split()
+
+
+def tools() -> list[dict]:
+    """Eight tools, each with a small schema (bounded strings, so calls stay short)."""
+    out = []
+    for name in ACTIONS:
+        params = {
+            "type": "object",
+            "properties": {
+                "query": {"type": "string", "maxLength": 24},
+                "count": {"type": "integer", "minimum": 1, "maximum": 9},
+            },
+            "required": ["query", "count"],
+        }
+        out.append(
+            {
+                "type": "function",
+                "function": {
+                    "name": name,
+                    "description": f"{name.replace('_', ' ')} for the customer",
+                    "parameters": params,
+                },
+            }
+        )
+    return out
+
+
+def system_prompt(approx_tokens: int) -> str:
+    rng = random.Random(0)
+    lines = ["You are the booking agent of a railway. Use the tools; follow these rules."]
+    i = 0
+    while len(" ".join(lines).split()) < approx_tokens * 0.76:
+        i += 1
+        w = rng.sample(WORDS, 5)
+        lines.append(
+            f"Rule {i}: every {w[0]} about the {w[1]} goes to the {w[2]} desk; "
+            f"the {w[3]} and the {w[4]} are checked first."
+        )
+    return "\n".join(lines)
+
+
+def noise(url: str, stop: threading.Event, tokens: int, seed: int) -> None:
+    """Long unrelated prompts, one at a time, until stopped: they fill the pool."""
+    rng = random.Random(seed)
+    with httpx.Client(base_url=url, timeout=600) as http:
+        while not stop.is_set():
+            text = " ".join(
+                rng.choice(WORDS) + str(rng.randrange(1000)) for _ in range(tokens // 3)
+            )
+            http.post("/v1/completions", json={"prompt": text, "max_tokens": 1})
+
+
+def agent(url: str, k: int, steps: int, system: str, think_s: float, rows: list) -> None:
+    client = OpenAI(base_url=url + "/v1", api_key="none", timeout=600)
+    history = [
+        {"role": "system", "content": system},
+        {"role": "user", "content": f"Customer {k}: plan a trip to city {k} and book it."},
+    ]
+    for step in range(steps):
+        t0 = time.perf_counter()
+        ttft, usage, calls = None, None, {}
+        stream = client.chat.completions.create(
+            model="default",
+            messages=history,
+            tools=TOOLS,
+            tool_choice="required",
+            parallel_tool_calls=False,
+            temperature=0,
+            max_tokens=64,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        for chunk in stream:
+            if ttft is None and chunk.choices:
+                ttft = time.perf_counter() - t0
+            if chunk.usage:
+                usage = chunk.usage
+            for c in chunk.choices:
+                for d in c.delta.tool_calls or []:
+                    e = calls.setdefault(d.index, {"id": d.id, "name": "", "arguments": ""})
+                    e["name"] += d.function.name or ""
+                    e["arguments"] += d.function.arguments or ""
+        rows.append(
+            {
+                "agent": k,
+                "step": step,
+                "ttft": ttft,
+                "e2e": time.perf_counter() - t0,
+                "prompt": usage.prompt_tokens,
+                "cached": usage.prompt_tokens_details.cached_tokens,
+            }
+        )
+        call = calls[0]
+        history.append(
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": call["id"],
+                        "type": "function",
+                        "function": {"name": call["name"], "arguments": call["arguments"]},
+                    }
+                ],
+            }
+        )
+        time.sleep(think_s)  # the tool runs
+        history.append(
+            {
+                "role": "tool",
+                "tool_call_id": call["id"],
+                "content": json.dumps({"result": f"done {call['name']} step {step}"}),
+            }
+        )
+
+
+def run(url: str, args, pinned: bool, system: str, seed: int) -> dict:
+    http = httpx.Client(base_url=url, timeout=600)
+    assert http.post("/flush_cache").status_code == 200
+    pin = None
+    if pinned:
+        r = http.post(
+            "/pin_prefix",
+            json={"messages": [{"role": "system", "content": system}], "tools": TOOLS},
+        )
+        assert r.status_code == 200, r.text  # a refused pin stops the run
+        pin = r.json()
+    stop = threading.Event()
+    noisy = [
+        threading.Thread(target=noise, args=(url, stop, args.noise_tokens, seed * 10 + i))
+        for i in range(args.noise_streams)
+    ]
+    for t in noisy:
+        t.start()
+    rows: list[dict] = []
+    t0 = time.perf_counter()
+    agents = [
+        threading.Thread(target=agent, args=(url, k, args.steps, system, args.think_s, rows))
+        for k in range(args.agents)
+    ]
+    for t in agents:
+        t.start()
+    for t in agents:
+        t.join()
+    wall = time.perf_counter() - t0
+    stop.set()
+    for t in noisy:
+        t.join()
+    info = http.get("/get_server_info").json()
+    if pin is not None:
+        http.post("/unpin_prefix", json={"pin_id": pin["pin_id"]})
+    by_step = [
+        statistics.median(r["ttft"] for r in rows if r["step"] == s) for s in range(args.steps)
+    ]
+    return {
+        "mode": "pinned" if pinned else "not pinned",
+        "steps_per_s": len(rows) / wall,
+        "ttft_median_s": statistics.median(r["ttft"] for r in rows),
+        "ttft_by_step_s": by_step,
+        "cached_share": sum(r["cached"] for r in rows) / sum(r["prompt"] for r in rows),
+        "pinned_tokens": pin["tokens"] if pin else 0,
+        "retractions": info["retractions"],
+    }
+
+
+def screenshot(url: str, path: str) -> None:
+    subprocess.run(
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=8000",
+            "--window-size=1200,760",
+            f"--screenshot={path}",
+            url + "/cache",
+        ],
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--agents", type=int, default=8)
+    p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--system-tokens", type=int, default=1500)
+    p.add_argument("--max-total-tokens", type=int, default=8192)
+    p.add_argument("--noise-streams", type=int, default=2)
+    p.add_argument("--noise-tokens", type=int, default=2400)
+    p.add_argument("--think-s", type=float, default=0.5)
+    p.add_argument("--screenshot", help="after the last run, a screenshot of /cache to this path")
+    p.add_argument("--out", default="benchmarks/results/agent.json")
+    args = p.parse_args()
+    system = system_prompt(args.system_tokens)
+    srv = ServerProcess(
+        "--max-total-tokens",
+        str(args.max_total_tokens),
+        "--max-pinned-tokens",  # the system prompt and tools: more than the default half pool
+        str(args.max_total_tokens * 3 // 4),
+        "--log-level",
+        "warning",
+    )
+    try:
+        results = []
+        for r in range(args.repeats):
+            for pinned in (False, True):
+                res = run(srv.url, args, pinned, system, seed=r)
+                print(json.dumps(res), flush=True)
+                results.append(res)
+        if args.screenshot:  # a last pinned run left running so the page has something to show
+            http = httpx.Client(base_url=srv.url, timeout=600)
+            http.post(
+                "/pin_prefix",
+                json={"messages": [{"role": "system", "content": system}], "tools": TOOLS},
+            )
+            rows: list = []
+            for k in range(3):
+                agent(srv.url, k, 2, system, 0, rows)
+            screenshot(srv.url, args.screenshot)
+    finally:
+        srv.stop()
+    Path(args.out).write_text(json.dumps({"args": vars(args), "runs": results}, indent=1))
+    print(f"\n{'mode':<12}{'steps/s':>9}{'TTFT p50':>10}{'cached':>8}  TTFT by step (s)")
+    for res in results:
+        steps = " ".join(f"{t:.2f}" for t in res["ttft_by_step_s"])
+        print(
+            f"{res['mode']:<12}{res['steps_per_s']:>9.2f}{res['ttft_median_s']:>10.2f}"
+            f"{res['cached_share']:>8.0%}  {steps}"
+        )
+
+
+TOOLS = tools()
+
+if __name__ == "__main__":
+    main()

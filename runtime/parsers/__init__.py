@@ -1,0 +1,1 @@
+"""What a model's text means beyond its words: tool calls and reasoning, split off its answer."""
