@@ -17,7 +17,13 @@ from runtime.layers.packed_linear import (
     pack_sizes,
     packed_gemm_available,
 )
-from runtime.memory_pool import KVPool, ReqToTokenPool
+from runtime.kv_cache_dtype import (
+    create_kv_pool,
+    kv_bytes_per_token,
+    kv_fixed_bytes,
+    resolve_kv_cache_dtype,
+)
+from runtime.memory_pool import ReqToTokenPool
 from runtime.model_loader.loader import load_config, load_weights, prepare_model_folder
 from runtime.models import LlamaForCausalLM
 from runtime.server_args import SchedulerArgs
@@ -79,15 +85,16 @@ class ModelRunner:
             )
         self.load_seconds = time.perf_counter() - t0
 
+        self.kv_cache_dtype = resolve_kv_cache_dtype(args.kv_cache_dtype, self.dtype)
         self.max_total_tokens = self._kv_pool_tokens()
         self.req_to_token_pool = ReqToTokenPool(
             args.max_running_requests, self.context_len + 1, self.device
         )
-        self.kv_pool = KVPool(
+        self.kv_pool = create_kv_pool(
+            self.kv_cache_dtype,
             self.max_total_tokens,
-            cfg.num_layers,
-            cfg.num_kv_heads,
-            cfg.head_dim,
+            *self._kv_shape(),
+            args.max_running_requests,
             self.dtype,
             self.device,
         )
@@ -109,18 +116,24 @@ class ModelRunner:
             else:
                 logger.info("the %s backend decodes without CUDA graphs", args.attention_backend)
         logger.info(
-            "model loaded in %.2fs from %s; KV pool %d tokens on %s (%s)",
+            "model loaded in %.2fs from %s; KV pool %d tokens on %s (%s; KV %s, %.0f bytes/token)",
             self.load_seconds,
             self.model_folder,
             self.max_total_tokens,
             self.device,
             self.dtype,
+            self.kv_cache_dtype,
+            self.kv_pool.token_bytes(),
         )
 
-    def _kv_pool_tokens(self) -> int:
+    def _kv_shape(self) -> tuple[int, int, int, int]:
         cfg = self.config
-        per_token = KVPool.bytes_per_token(
-            cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, self.dtype
+        return cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, self.args.page_size
+
+    def _kv_pool_tokens(self) -> int:
+        per_token = kv_bytes_per_token(self.kv_cache_dtype, *self._kv_shape())
+        fixed = kv_fixed_bytes(
+            self.kv_cache_dtype, *self._kv_shape(), self.args.max_running_requests, self.dtype
         )
         if self.args.max_total_tokens is not None:
             return self.args.max_total_tokens
@@ -130,7 +143,7 @@ class ModelRunner:
         else:
             # The CPU is shared with everything else on the machine: take a modest share.
             budget = psutil.virtual_memory().available * (self.args.mem_fraction_static or 0.05)
-        tokens = int(budget // per_token)
+        tokens = int((budget - fixed) // per_token)
         if tokens < self.context_len:
             raise ValueError(
                 f"mem_fraction_static: leaves room for only {tokens} KV tokens, less than the context "

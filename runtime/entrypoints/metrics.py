@@ -20,6 +20,8 @@ _LOAD_GAUGES = {
     "cache_hit_rate": "share of prompt tokens served from the prefix cache",
     "cache_tokens": "tokens held by the prefix cache",
     "kv_free_tokens": "free KV slots",
+    "max_total_tokens": "KV pool size in tokens",
+    "kv_bytes_per_token": "bytes one cached token takes in the KV pool, scales included",
 }
 
 
@@ -31,6 +33,12 @@ class _LoadCollector:
         info = self.server_info()
         for name, doc in _LOAD_GAUGES.items():
             yield GaugeMetricFamily(f"{PREFIX}_{name}", doc, value=float(info[name]))
+        dtype = GaugeMetricFamily(
+            f"{PREFIX}_kv_cache_dtype", "how the KV pool stores K/V (1 for the one in use)",
+            labels=["dtype"],
+        )
+        dtype.add_metric([info["kv_cache_dtype"]], 1.0)
+        yield dtype
 
 
 class Metrics:
