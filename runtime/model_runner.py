@@ -9,6 +9,7 @@ import time
 import psutil
 import torch
 
+from kernels.attention.compact_kv import CompactKVBackend
 from kernels.attention.registry import create_backend
 from kernels.forward_batch import ForwardBatch
 from runtime.layers.packed_linear import (
@@ -98,13 +99,16 @@ class ModelRunner:
             self.dtype,
             self.device,
         )
+        backend_name = resolve_attention_backend(args.attention_backend, self.device)
         self.backend = create_backend(
-            resolve_attention_backend(args.attention_backend, self.device),
+            backend_name,
             num_heads=cfg.num_heads,
             num_kv_heads=cfg.num_kv_heads,
             head_dim=cfg.head_dim,
             device=self.device,
         )
+        if self.kv_pool.quantized and backend_name != "torch_native":
+            self.backend = CompactKVBackend(self.backend, self.dtype)
         for layer in self.model.attention_layers():
             layer.backend = self.backend
         self.graph_runner = None
