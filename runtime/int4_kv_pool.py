@@ -73,8 +73,9 @@ class Int4KVPool(KVPool):
         def zeros(*shape, dtype=SCALE_DTYPE):
             return [torch.zeros(*shape, dtype=dtype, device=dev) for _ in layers]
 
-        self.k_codes, self.v_codes = zeros(n, h, d // 2, dtype=torch.uint8), zeros(
-            n, h, d // 2, dtype=torch.uint8
+        self.k_codes, self.v_codes = (
+            zeros(n, h, d // 2, dtype=torch.uint8),
+            zeros(n, h, d // 2, dtype=torch.uint8),
         )
         self.k_scale, self.k_offset = zeros(self.num_records, h, d), zeros(self.num_records, h, d)
         groups = d // self.group
@@ -132,9 +133,7 @@ class Int4KVPool(KVPool):
             self._free_rows.extend(self._plan.done_rows.tolist())
         ps = self.page_size
         ends = batch.seq_lens_cpu
-        starts = (
-            [n - 1 for n in ends] if batch.is_decode else list(batch.prefix_lens_cpu)
-        )
+        starts = [n - 1 for n in ends] if batch.is_decode else list(batch.prefix_lens_cpu)
         req_rows = batch.req_pool_indices.tolist()
         stage_src, stage_slots, page_rows, page_new = [], [], [], []
         offset = 0

@@ -12,17 +12,17 @@ import torch
 from kernels.attention.compact_kv import CompactKVBackend
 from kernels.attention.registry import create_backend
 from kernels.forward_batch import ForwardBatch
-from runtime.layers.packed_linear import (
-    PackedLinear,
-    pack_linears,
-    pack_sizes,
-    packed_gemm_available,
-)
 from runtime.kv_cache_dtype import (
     create_kv_pool,
     kv_bytes_per_token,
     kv_fixed_bytes,
     resolve_kv_cache_dtype,
+)
+from runtime.layers.packed_linear import (
+    PackedLinear,
+    pack_linears,
+    pack_sizes,
+    packed_gemm_available,
 )
 from runtime.memory_pool import ReqToTokenPool
 from runtime.model_loader.loader import load_config, load_weights, prepare_model_folder

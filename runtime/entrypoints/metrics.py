@@ -34,7 +34,8 @@ class _LoadCollector:
         for name, doc in _LOAD_GAUGES.items():
             yield GaugeMetricFamily(f"{PREFIX}_{name}", doc, value=float(info[name]))
         dtype = GaugeMetricFamily(
-            f"{PREFIX}_kv_cache_dtype", "how the KV pool stores K/V (1 for the one in use)",
+            f"{PREFIX}_kv_cache_dtype",
+            "how the KV pool stores K/V (1 for the one in use)",
             labels=["dtype"],
         )
         dtype.add_metric([info["kv_cache_dtype"]], 1.0)

@@ -83,14 +83,32 @@ def test_next_chat_turn_reuses_the_answer(engine):
     assert r2["meta_info"]["cached_tokens"] > len(ids1)  # the prompt and the answer were cached
 
 
-def test_in_batch_sharing_computes_the_prefix_once(prompts):
-    with Engine(max_total_tokens=4096, debug_check_memory=True, log_level="warning") as eng:
+# KV formats the pressure and sharing tests also run with: (kv_cache_dtype, page_size);
+# int4 quantizes keys over whole pages, so it needs pages.
+QUANTIZED = [("int8", 1), ("int4", 8)]
+
+
+@pytest.mark.parametrize("kv", [("auto", 1), *QUANTIZED], ids=lambda kv: kv[0])
+def test_in_batch_sharing_computes_the_prefix_once(kv, prompts):
+    fmt, page = kv
+    with Engine(
+        max_total_tokens=4096,
+        kv_cache_dtype=fmt,
+        page_size=page,
+        debug_check_memory=True,
+        log_level="warning",
+    ) as eng:
         out = eng.generate(input_ids=prompts, sampling_params={**GREEDY, "max_new_tokens": 2})
         info = eng.get_server_info()
-    shared = min(len(p) for p in prompts) - 12
+        # a hit on the cached (quantized) pages gives what computing them gave
+        again = eng.generate(input_ids=prompts[0], sampling_params={**GREEDY, "max_new_tokens": 2})
+    assert info["kv_cache_dtype"] == ("float32" if fmt == "auto" else fmt)
+    shared = min(len(p) for p in prompts) - 12 - page  # the cache holds whole pages
     total = sum(len(p) for p in prompts)
     assert info["prefill_tokens"] < total - (len(prompts) - 1) * shared * 0.9
     assert sum(r["meta_info"]["cached_tokens"] > shared for r in out) == len(prompts) - 1
+    assert again["meta_info"]["cached_tokens"] >= len(prompts[0]) - page
+    assert again["output_ids"] == out[0]["output_ids"]
 
 
 @pytest.mark.parametrize("policy", ["lpm", "dfs-weight", "fcfs", "random"])
@@ -121,6 +139,25 @@ def test_memory_pressure_retracts_and_outputs_stay_the_same(prompts, no_cache_ou
         assert out[0]["output_ids"] == ref[0]
         assert [r["output_ids"][:12] for r in out] == no_cache_outputs
         assert info["kv_free_tokens"] + info["cache_tokens"] == 300
+
+
+@pytest.mark.parametrize("kv", QUANTIZED, ids=lambda kv: kv[0])
+def test_quantized_cache_under_memory_pressure_gives_its_own_outputs(kv, prompts):
+    """Retraction and eviction with a quantized pool: every request ends as it does in the same
+    format with room to spare, and the slots, page records and staging add up afterwards."""
+    fmt, page = kv
+    params = {**GREEDY, "max_new_tokens": 60}
+    common = {"kv_cache_dtype": fmt, "page_size": page, "log_level": "warning"}
+    with Engine(max_total_tokens=4096, disable_radix_cache=True, **common) as eng:
+        ref = [r["output_ids"] for r in eng.generate(input_ids=prompts, sampling_params=params)]
+    with Engine(max_total_tokens=260, debug_check_memory=True, **common) as eng:
+        out = eng.generate(input_ids=prompts, sampling_params=params)
+        info = eng.get_server_info()
+        assert eng.flush_cache()
+        assert eng.get_server_info()["kv_free_tokens"] == 260
+    assert info["retractions"] > 0, "the pool was large enough; the test proves nothing"
+    assert [r["output_ids"] for r in out] == ref
+    assert info["kv_free_tokens"] + info["cache_tokens"] == 260
 
 
 def test_flush_is_refused_while_running(engine):

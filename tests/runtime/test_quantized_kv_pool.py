@@ -133,10 +133,17 @@ def test_a_forward_that_stops_early_gives_its_staging_back_at_the_next_plan():
     loc = pool.alloc(2)
     r2t.req_to_token[0, 6:8] = loc
     batch = ForwardBatch(
-        mode=ForwardMode.EXTEND, input_ids=loc, positions=loc, out_cache_loc=loc,
-        req_pool_indices=torch.tensor([0]), seq_lens=torch.tensor([8]),
-        req_to_token=r2t.req_to_token, kv_cache=pool, seq_lens_cpu=[8],
-        prefix_lens_cpu=[6], extend_lens_cpu=[2],
+        mode=ForwardMode.EXTEND,
+        input_ids=loc,
+        positions=loc,
+        out_cache_loc=loc,
+        req_pool_indices=torch.tensor([0]),
+        seq_lens=torch.tensor([8]),
+        req_to_token=r2t.req_to_token,
+        kv_cache=pool,
+        seq_lens_cpu=[8],
+        prefix_lens_cpu=[6],
+        extend_lens_cpu=[2],
     )
     pool.plan(batch)
     pool.set_kv(0, loc, kv[0][0][6:8], kv[0][1][6:8])  # fails before layer 1

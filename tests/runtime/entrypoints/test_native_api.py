@@ -224,3 +224,8 @@ def test_metrics(client):
     assert values['radixserve_requests_total{finish_reason="length"}'] >= 1
     for gauge in ("num_running_reqs", "num_waiting_reqs", "token_usage", "cache_hit_rate"):
         assert f"radixserve_{gauge}" in values
+    # the KV pool's format, what a token costs in it and how many it holds
+    (fmt,) = [k for k in values if k.startswith("radixserve_kv_cache_dtype{")]
+    size = {'dtype="float32"}': 4, 'dtype="bfloat16"}': 2}[fmt.split("{")[1]]  # auto
+    assert values["radixserve_kv_bytes_per_token"] == 30 * 2 * 3 * 64 * size  # SmolLM2-135M
+    assert values["radixserve_max_total_tokens"] > 0
