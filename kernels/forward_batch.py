@@ -20,12 +20,27 @@ class ForwardMode(enum.Enum):
 
 
 class KVCache(Protocol):
-    """The paged KV memory as attention sees it: one K and one V tensor per layer,
-    `[num_slots, num_kv_heads, head_dim]`, addressed by slot index."""
+    """The paged KV memory as attention sees it: one K and one V per layer,
+    `[num_slots, num_kv_heads, head_dim]`, addressed by slot index.
+
+    A `quantized` cache stores codes and scales: `read_kv` dequantizes just the slots asked
+    for, and `get_kv` (the exact buffers the kernels index) is only there when not quantized.
+    """
 
     dtype: torch.dtype
+    quantized: bool
 
     def get_kv(self, layer_id: int) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def read_kv(
+        self, layer_id: int, slots: torch.Tensor, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """K and V of `slots` (any shape), `[*slots.shape, num_kv_heads, head_dim]` in `dtype`."""
+        ...
+
+    def plan(self, batch: ForwardBatch) -> None:
+        """Runs once per batch before the forward (a paged format decides which pages fill)."""
+        ...
 
     def set_kv(self, layer_id: int, loc: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         """Stores the new tokens' K and V at slots `loc`."""

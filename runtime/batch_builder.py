@@ -65,7 +65,7 @@ class BatchBuilder:
         if mode is ForwardMode.EXTEND:
             rows = pool_t.repeat_interleave(ext_t, output_size=len(input_ids))
         self.req_to_token[rows, pos_t] = loc_t
-        return ForwardBatch(
+        batch = ForwardBatch(
             mode=mode,
             input_ids=ids_t,
             positions=pos_t,
@@ -78,3 +78,5 @@ class BatchBuilder:
             prefix_lens_cpu=prefix_lens or [],
             extend_lens_cpu=extend_lens or [],
         )
+        self.kv_pool.plan(batch)
+        return batch

@@ -29,7 +29,11 @@ class KVPool:
     """Per layer K and V tensors `[num_slots, num_kv_heads, head_dim]` plus a free list.
 
     Slot 0 is reserved as a scratch slot (padding writes land there), so it is never handed out.
+    This pool stores K/V exactly in `dtype`; the quantized pools keep its free list and verbs
+    and change only how a slot's K/V is stored (`set_kv`) and read back (`read_kv`).
     """
+
+    quantized = False
 
     def __init__(
         self,
@@ -42,12 +46,19 @@ class KVPool:
     ) -> None:
         self.size = size
         self.device = device
-        shape = (size + 1, num_kv_heads, head_dim)
-        self.k_buffer = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
-        self.v_buffer = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.num_layers = num_layers
+        self.num_kv_heads = num_kv_heads
+        self.head_dim = head_dim
         self.dtype = dtype
         self._free = torch.arange(1, size + 1, dtype=torch.int64)  # kept on the CPU
         self._num_free = size
+        self._make_storage()
+
+    def _make_storage(self) -> None:
+        shape = (self.size + 1, self.num_kv_heads, self.head_dim)
+        layers = range(self.num_layers)
+        self.k_buffer = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in layers]
+        self.v_buffer = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in layers]
 
     @staticmethod
     def bytes_per_token(
@@ -56,6 +67,10 @@ class KVPool:
         return (
             2 * num_layers * num_kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
         )
+
+    def token_bytes(self) -> float:
+        """Bytes one cached token takes in this pool, scales included."""
+        return self.bytes_per_token(self.num_layers, self.num_kv_heads, self.head_dim, self.dtype)
 
     def available_size(self) -> int:
         return self._num_free
@@ -73,11 +88,29 @@ class KVPool:
         if n == 0:
             return
         assert self._num_free + n <= self.size, "KV slots freed twice"
-        self._free[self._num_free : self._num_free + n] = indices.to("cpu", torch.int64)
+        indices = indices.to("cpu", torch.int64)
+        self._release(indices)
+        self._free[self._num_free : self._num_free + n] = indices
         self._num_free += n
+
+    def _release(self, indices: torch.Tensor) -> None:
+        """What a format keeps per slot besides its codes, dropped when the slot is freed."""
+
+    def plan(self, batch) -> None:
+        """Called once per forward batch before the model runs; formats that work on pages
+        learn here which pages the batch fills."""
 
     def get_kv(self, layer_id: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.k_buffer[layer_id], self.v_buffer[layer_id]
+
+    def read_kv(
+        self, layer_id: int, slots: torch.Tensor, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """K and V of `slots` (any shape) as `[*slots.shape, num_kv_heads, head_dim]` in `dtype`."""
+        return (
+            self.k_buffer[layer_id][slots].to(dtype),
+            self.v_buffer[layer_id][slots].to(dtype),
+        )
 
     def set_kv(self, layer_id: int, loc: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         self.k_buffer[layer_id][loc] = k.to(self.k_buffer[layer_id].dtype)

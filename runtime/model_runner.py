@@ -9,15 +9,22 @@ import time
 import psutil
 import torch
 
+from kernels.attention.compact_kv import CompactKVBackend
 from kernels.attention.registry import create_backend
 from kernels.forward_batch import ForwardBatch
+from runtime.kv_cache_dtype import (
+    create_kv_pool,
+    kv_bytes_per_token,
+    kv_fixed_bytes,
+    resolve_kv_cache_dtype,
+)
 from runtime.layers.packed_linear import (
     PackedLinear,
     pack_linears,
     pack_sizes,
     packed_gemm_available,
 )
-from runtime.memory_pool import KVPool, ReqToTokenPool
+from runtime.memory_pool import ReqToTokenPool
 from runtime.model_loader.loader import (
     gguf_source,
     load_config,
@@ -120,25 +127,29 @@ class ModelRunner:
             )
         self.load_seconds = time.perf_counter() - t0
 
+        self.kv_cache_dtype = resolve_kv_cache_dtype(args.kv_cache_dtype, self.dtype)
         self.max_total_tokens = self._kv_pool_tokens()
         self.req_to_token_pool = ReqToTokenPool(
             args.max_running_requests, self.context_len + 1, self.device
         )
-        self.kv_pool = KVPool(
+        self.kv_pool = create_kv_pool(
+            self.kv_cache_dtype,
             self.max_total_tokens,
-            cfg.num_layers,
-            cfg.num_kv_heads,
-            cfg.head_dim,
+            *self._kv_shape(),
+            args.max_running_requests,
             self.dtype,
             self.device,
         )
+        backend_name = resolve_attention_backend(args.attention_backend, self.device)
         self.backend = create_backend(
-            resolve_attention_backend(args.attention_backend, self.device),
+            backend_name,
             num_heads=cfg.num_heads,
             num_kv_heads=cfg.num_kv_heads,
             head_dim=cfg.head_dim,
             device=self.device,
         )
+        if self.kv_pool.quantized and backend_name != "torch_native":
+            self.backend = CompactKVBackend(self.backend, self.dtype)
         for layer in self.model.attention_layers():
             layer.backend = self.backend
         self.graph_runner = self.compiled_decode = None
@@ -146,9 +157,11 @@ class ModelRunner:
             from runtime.compiled_decode import CompiledDecode
 
             self.compiled_decode = CompiledDecode(self.model, args.torch_compile_max_bs)
-            self.compiled_decode.warm_up(
-                self.backend, self.req_to_token_pool.req_to_token, self.kv_pool
-            )
+            if not self.kv_pool.quantized:  # a quantized pool plans its pages per real batch:
+                # there the first decode steps compile
+                self.compiled_decode.warm_up(
+                    self.backend, self.req_to_token_pool.req_to_token, self.kv_pool
+                )
         if self.device.type == "cuda" and not args.disable_cuda_graph:
             if self.backend.supports_cuda_graph:
                 from runtime.cuda_graph_runner import CudaGraphRunner
@@ -157,18 +170,24 @@ class ModelRunner:
             else:
                 logger.info("the %s backend decodes without CUDA graphs", args.attention_backend)
         logger.info(
-            "model loaded in %.2fs from %s; KV pool %d tokens on %s (%s)",
+            "model loaded in %.2fs from %s; KV pool %d tokens on %s (%s; KV %s, %.0f bytes/token)",
             self.load_seconds,
             self.model_folder,
             self.max_total_tokens,
             self.device,
             self.dtype,
+            self.kv_cache_dtype,
+            self.kv_pool.token_bytes(),
         )
 
-    def _kv_pool_tokens(self) -> int:
+    def _kv_shape(self) -> tuple[int, int, int, int]:
         cfg = self.config
-        per_token = KVPool.bytes_per_token(
-            cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, self.dtype
+        return cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, self.args.page_size
+
+    def _kv_pool_tokens(self) -> int:
+        per_token = kv_bytes_per_token(self.kv_cache_dtype, *self._kv_shape())
+        fixed = kv_fixed_bytes(
+            self.kv_cache_dtype, *self._kv_shape(), self.args.max_running_requests, self.dtype
         )
         if self.args.max_total_tokens is not None:
             return self.args.max_total_tokens
@@ -179,7 +198,7 @@ class ModelRunner:
         else:
             # The CPU is shared with everything else on the machine: take a modest share.
             budget = psutil.virtual_memory().available * (self.args.mem_fraction_static or 0.05)
-        tokens = int(budget // per_token)
+        tokens = int((budget - fixed) // per_token)
         if tokens < self.context_len:
             raise ValueError(
                 f"mem_fraction_static: leaves room for only {tokens} KV tokens, less than the context "

@@ -16,6 +16,7 @@ from kernels.attention.registry import ATTENTION_BACKENDS
 from runtime.constrained.registry import GRAMMAR_BACKENDS
 from runtime.parsers.reasoning_parser import REASONING_PARSERS
 from runtime.parsers.tool_call_parser import TOOL_CALL_PARSERS
+from runtime.kv_cache_dtype import KV_CACHE_DTYPES
 from runtime.scheduler.schedule_policy import POLICIES
 
 API_KEY_ENV = "RADIXSERVE_API_KEY"
@@ -47,6 +48,7 @@ class SchedulerArgs:
     schedule_policy: str = "lpm"
     disable_radix_cache: bool = False
     page_size: int = 1
+    kv_cache_dtype: str = "auto"  # how the KV pool stores K/V (auto: the model's dtype)
     attention_backend: str = "auto"  # Triton on CUDA, torch-native on the CPU
     disable_cuda_graph: bool = False
     cuda_graph_max_bs: int = 160
@@ -93,6 +95,16 @@ class SchedulerArgs:
         )
         need(self.max_running_requests >= 1, "max_running_requests", "must be >= 1")
         need(self.page_size >= 1, "page_size", "must be >= 1")
+        need(
+            self.kv_cache_dtype in KV_CACHE_DTYPES,
+            "kv_cache_dtype",
+            f"must be one of {KV_CACHE_DTYPES}, got {self.kv_cache_dtype!r}",
+        )
+        need(
+            self.kv_cache_dtype != "int4" or self.page_size >= 8,
+            "page_size",
+            "the int4 KV cache quantizes keys over whole pages: use --page-size >= 8 (e.g. 32)",
+        )
         need(self.cuda_graph_max_bs >= 1, "cuda_graph_max_bs", "must be >= 1")
         need(self.max_prefill_tokens >= 16, "max_prefill_tokens", "must be >= 16")
         need(
@@ -212,6 +224,7 @@ _CHOICES = {
     "grammar_backend": tuple(GRAMMAR_BACKENDS),
     "tool_call_parser": tuple(TOOL_CALL_PARSERS),
     "reasoning_parser": tuple(REASONING_PARSERS),
+    "kv_cache_dtype": KV_CACHE_DTYPES,
 }
 _CLI_FLAGS = [
     (
@@ -279,6 +292,11 @@ _CLI_FLAGS = [
         ("--page-size", "--block-size"),
         int,
         "tokens per radix-cache page (keys and evictions move in whole pages)",
+    ),
+    (
+        "--kv-cache-dtype",
+        str,
+        "KV pool storage (auto: the model's dtype; int4 quantizes keys per page: --page-size >= 8)",
     ),
     (
         "--attention-backend",

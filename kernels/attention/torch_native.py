@@ -25,10 +25,11 @@ def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: fl
             q, keys, values, attn_mask=mask, scale=scale
         )
         return out, lse
-    scores = torch.matmul(q, keys.transpose(-1, -2)) * scale
+    scores = torch.matmul(q.float(), keys.float().transpose(-1, -2)) * scale  # softmax in fp32
     if mask is not None:
         scores = scores + mask
-    return torch.matmul(torch.softmax(scores, dim=-1), values), torch.logsumexp(scores, dim=-1)
+    out = torch.matmul(torch.softmax(scores, dim=-1), values.float())
+    return out.to(q.dtype), torch.logsumexp(scores, dim=-1)
 
 
 class TorchNativeBackend(AttentionBackend):
@@ -61,20 +62,20 @@ class TorchNativeBackend(AttentionBackend):
         pool = batch.kv_cache
         pool.set_kv(layer.layer_id, batch.out_cache_loc, k, v)
         meta: _DecodeMeta = batch.attn_metadata
-        k_buf, v_buf = pool.get_kv(layer.layer_id)
         b, h, d = q.shape
         hkv = layer.num_kv_heads
         # Grouped-query attention without copying K/V per head: a KV head's query heads are
         # laid along the query axis. qg: [B, Hkv, group, D]
         qg = q.view(b, hkv, h // hkv, d)
-        keys = k_buf[meta.suffix_idx].transpose(1, 2).to(q.dtype)  # [B, Hkv, L, D]
-        values = v_buf[meta.suffix_idx].transpose(1, 2).to(q.dtype)
+        # Read (and dequantize) only the slots this batch needs, never the whole pool.
+        keys, values = pool.read_kv(layer.layer_id, meta.suffix_idx, q.dtype)
+        keys, values = keys.transpose(1, 2), values.transpose(1, 2)  # [B, Hkv, L, D]
         out, lse = _attend(qg, keys, values, layer.scaling, meta.suffix_mask.to(q.dtype))
         for rows, slots in meta.groups:
             n = len(rows)
             qq = qg[rows].transpose(0, 1).reshape(1, hkv, -1, d)  # every row's queries at once
-            kp = k_buf[slots].transpose(0, 1)[None].to(q.dtype)  # [1, Hkv, P, D]
-            vp = v_buf[slots].transpose(0, 1)[None].to(q.dtype)
+            kp, vp = pool.read_kv(layer.layer_id, slots, q.dtype)
+            kp, vp = kp.transpose(0, 1)[None], vp.transpose(0, 1)[None]  # [1, Hkv, P, D]
             part, part_lse = _attend(qq, kp, vp, layer.scaling)
             part = part.view(hkv, n, -1, d).transpose(0, 1)
             part_lse = part_lse.view(hkv, n, -1).transpose(0, 1)
@@ -92,7 +93,6 @@ class TorchNativeBackend(AttentionBackend):
         pool = batch.kv_cache
         pool.set_kv(layer.layer_id, batch.out_cache_loc, k, v)
         table = batch.req_to_token
-        k_buf, v_buf = pool.get_kv(layer.layer_id)
         out = torch.empty_like(q)
         start = 0
         gqa = layer.num_heads != layer.num_kv_heads
@@ -101,8 +101,8 @@ class TorchNativeBackend(AttentionBackend):
             slots = table[batch.req_pool_indices[i], :seq_len]
             # 4-D inputs: with 3-D ones torch takes its slow math path on the CPU.
             qi = q[start : start + ext].transpose(0, 1)[None]  # [1, H, ext, D]
-            ki = k_buf[slots].transpose(0, 1)[None].to(q.dtype)  # [1, Hkv, seq_len, D]
-            vi = v_buf[slots].transpose(0, 1)[None].to(q.dtype)
+            ki, vi = pool.read_kv(layer.layer_id, slots, q.dtype)
+            ki, vi = ki.transpose(0, 1)[None], vi.transpose(0, 1)[None]  # [1, Hkv, seq_len, D]
             if prefix == 0:
                 oi = F.scaled_dot_product_attention(
                     qi, ki, vi, is_causal=True, scale=layer.scaling, enable_gqa=gqa

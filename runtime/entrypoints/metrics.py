@@ -32,6 +32,10 @@ _LOAD_GAUGES = {
     "cache_tokens": ("cache_tokens", "tokens held by the prefix cache"),
     "kv_free_tokens": ("kv_free_tokens", "free KV slots"),
     "pinned_tokens": ("pinned_tokens", "prefix tokens pinned out of eviction"),
+    "kv_bytes_per_token": (
+        "kv_bytes_per_token",
+        "bytes one cached token takes in the KV pool, scales included",
+    ),
 }
 
 
@@ -56,6 +60,13 @@ class _ScrapeTimeGauges:
             g = GaugeMetricFamily(PREFIX + name, helps[name], labels=LABELS)
             g.add_metric([self.model_name], float(value))
             yield g
+        dtype = GaugeMetricFamily(
+            PREFIX + "kv_cache_dtype",
+            "how the KV pool stores K/V (1 for the one in use)",
+            labels=[*LABELS, "dtype"],
+        )
+        dtype.add_metric([self.model_name, info["kv_cache_dtype"]], 1.0)
+        yield dtype
 
 
 class Metrics:

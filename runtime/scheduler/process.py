@@ -44,6 +44,8 @@ def scheduler_info(runner, scheduler) -> dict:
         "weight_quantization": runner.quantization,
         "load_seconds": runner.load_seconds,
         "max_total_tokens": runner.max_total_tokens,
+        "kv_cache_dtype": runner.kv_cache_dtype,
+        "kv_bytes_per_token": runner.kv_pool.token_bytes(),
         "context_length": runner.context_len,
         "vocab_size": runner.config.vocab_size,
         **scheduler.load_stats(),

@@ -230,6 +230,8 @@ def test_server_info(engine):
     info = engine.get_server_info()
     assert info["max_total_tokens"] == 8192
     assert info["context_length"] == 8192
+    size = {"float32": 4, "bfloat16": 2}[info["kv_cache_dtype"]]  # auto: the model's dtype
+    assert info["kv_bytes_per_token"] == 30 * 2 * 3 * 64 * size
 
 
 @pytest.mark.parametrize("victim", [0, 1], ids=["scheduler", "detokenizer"])

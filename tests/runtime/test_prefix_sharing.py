@@ -85,16 +85,33 @@ def test_next_chat_turn_reuses_the_answer(engine):
     assert r2["meta_info"]["cached_tokens"] > len(ids1)  # the prompt and the answer were cached
 
 
-def test_in_batch_sharing_computes_the_prefix_once(prompts):
+# KV formats the pressure and sharing tests also run with: (kv_cache_dtype, page_size);
+# int4 quantizes keys over whole pages, so it needs pages.
+QUANTIZED = [("int8", 1), ("int4", 8)]
+
+
+@pytest.mark.parametrize("kv", [("auto", 1), *QUANTIZED], ids=lambda kv: kv[0])
+def test_in_batch_sharing_computes_the_prefix_once(kv, prompts):
+    fmt, page = kv
     with Engine(
-        **REFERENCE, max_total_tokens=4096, debug_check_memory=True, log_level="warning"
+        **REFERENCE,
+        max_total_tokens=4096,
+        kv_cache_dtype=fmt,
+        page_size=page,
+        debug_check_memory=True,
+        log_level="warning",
     ) as eng:
         out = eng.generate(input_ids=prompts, sampling_params={**GREEDY, "max_new_tokens": 2})
         info = eng.get_server_info()
-    shared = min(len(p) for p in prompts) - 12
+        # a hit on the cached (quantized) pages gives what computing them gave
+        again = eng.generate(input_ids=prompts[0], sampling_params={**GREEDY, "max_new_tokens": 2})
+    assert info["kv_cache_dtype"] == ("float32" if fmt == "auto" else fmt)
+    shared = min(len(p) for p in prompts) - 12 - page  # the cache holds whole pages
     total = sum(len(p) for p in prompts)
     assert info["prefill_tokens"] < total - (len(prompts) - 1) * shared * 0.9
     assert sum(r["meta_info"]["cached_tokens"] > shared for r in out) == len(prompts) - 1
+    assert again["meta_info"]["cached_tokens"] >= len(prompts[0]) - page
+    assert again["output_ids"] == out[0]["output_ids"]
 
 
 @pytest.mark.parametrize("policy", ["lpm", "dfs-weight", "fcfs", "random"])
@@ -132,6 +149,28 @@ def test_memory_pressure_retracts_and_outputs_stay_the_same(prompts, no_cache_ou
         assert out[0]["output_ids"] == ref[0]
         assert [r["output_ids"][:12] for r in out] == no_cache_outputs
         assert info["kv_free_tokens"] + info["cache_tokens"] == 300
+
+
+@pytest.mark.parametrize("kv", QUANTIZED, ids=lambda kv: kv[0])
+def test_quantized_cache_under_memory_pressure_gives_its_own_outputs(kv, prompts):
+    """Retraction and eviction with a quantized pool: every request runs to its end and starts
+    as it does in the same format with room to spare, and the slots add up afterwards. (Later
+    tokens may differ: a recomputed token is quantized from float values that differ in the
+    last bits, and a code that rounds the other way can tip a near tie.)"""
+    fmt, page = kv
+    params = {**GREEDY, "max_new_tokens": 60}
+    common = {"kv_cache_dtype": fmt, "page_size": page, "log_level": "warning"}
+    with Engine(max_total_tokens=4096, disable_radix_cache=True, **common) as eng:
+        ref = [r["output_ids"] for r in eng.generate(input_ids=prompts, sampling_params=params)]
+    with Engine(max_total_tokens=260, debug_check_memory=True, **common) as eng:
+        out = eng.generate(input_ids=prompts, sampling_params=params)
+        info = eng.get_server_info()
+        assert eng.flush_cache()
+        assert eng.get_server_info()["kv_free_tokens"] == 260
+    assert info["retractions"] > 0, "the pool was large enough; the test proves nothing"
+    assert [r["output_ids"][:12] for r in out] == [r[:12] for r in ref]
+    assert all(len(r["output_ids"]) == params["max_new_tokens"] for r in out)
+    assert info["kv_free_tokens"] + info["cache_tokens"] == 260
 
 
 def test_flush_is_refused_while_running(engine):

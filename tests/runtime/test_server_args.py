@@ -94,3 +94,15 @@ def test_api_key_comes_from_the_environment_when_not_given(monkeypatch):
 def test_limits_must_be_positive(field):
     with pytest.raises(ValueError, match=f"^{field}: "):
         ServerArgs(**{field: 0})
+
+
+def test_kv_cache_dtype_flag():
+    args = parse(["--kv-cache-dtype", "int4", "--page-size", "32"])
+    assert (args.kv_cache_dtype, args.page_size) == ("int4", 32)
+    assert ServerArgs().kv_cache_dtype == "auto"
+    with pytest.raises(ValueError, match="kv_cache_dtype"):
+        ServerArgs(kv_cache_dtype="int2")
+    with pytest.raises(ValueError, match="page_size.*int4"):
+        ServerArgs(kv_cache_dtype="int4")  # keys are quantized over pages: page 1 will not do
+    with pytest.raises(SystemExit):
+        parse(["--kv-cache-dtype", "fp4"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import json
 import threading
 import time
@@ -238,3 +239,8 @@ def test_metrics(client):
     )
     for gauge in gauges:
         assert f"sglang:{gauge}{model}" in values
+    # the KV pool's format, what a token costs in it and how many it holds
+    (fmt,) = [k for k in values if k.startswith("sglang:kv_cache_dtype{")]
+    size = {"float32": 4, "bfloat16": 2}[re.search(r'dtype="(\w+)"', fmt).group(1)]  # auto
+    assert values[f"sglang:kv_bytes_per_token{model}"] == 30 * 2 * 3 * 64 * size  # SmolLM2-135M
+    assert values[f"sglang:max_total_num_tokens{model}"] > 0

@@ -1,0 +1,132 @@
+"""Every attention backend over the quantized pools, against plain attention over what the pool
+dequantizes to: prefill in two chunks, then decode steps that fill a page, and cascade decode
+over a shared prefix of quantized pages. Triton runs in its interpreter, FlashInfer through its
+stand-in; both read the pool through the compact dequantized view."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from kernels.attention.compact_kv import CompactKVBackend
+from kernels.attention.registry import create_backend
+from kernels.forward_batch import ForwardBatch, ForwardMode
+from runtime.kv_cache_dtype import create_kv_pool
+from runtime.layers.attention import PagedAttention
+from runtime.memory_pool import ReqToTokenPool
+from tests.kernels import fake_flashinfer
+from tests.kernels.reference import attention
+
+H, HKV, D, PAGE = 4, 2, 16, 8
+FORMATS = ["int8", "fp8_e4m3", "int4"]
+# The interpreter is slow: Triton takes the int4 pool only (the others read the same view).
+CASES = [(b, f) for b in ("torch_native", "triton", "flashinfer") for f in FORMATS]
+CASES = [(b, f) for b, f in CASES if b != "triton" or f == "int4"]
+
+
+@pytest.fixture
+def make_backend(monkeypatch):
+    def make(name):
+        if name == "flashinfer":
+            monkeypatch.setitem(sys.modules, "flashinfer", fake_flashinfer.module())
+        backend = create_backend(name, num_heads=H, num_kv_heads=HKV, head_dim=D, device="cpu")
+        return backend if name == "torch_native" else CompactKVBackend(backend, torch.float32)
+
+    return make
+
+
+def batch_of(mode, pool, r2t, rows, starts, lens, locs):
+    return ForwardBatch(
+        mode=mode,
+        input_ids=torch.zeros(sum(lens), dtype=torch.int64),
+        positions=torch.cat([torch.arange(s, s + n) for s, n in zip(starts, lens)]),
+        out_cache_loc=torch.cat(locs),
+        req_pool_indices=torch.tensor(rows),
+        seq_lens=torch.tensor([s + n for s, n in zip(starts, lens)]),
+        req_to_token=r2t.req_to_token,
+        kv_cache=pool,
+        seq_lens_cpu=[s + n for s, n in zip(starts, lens)],
+        prefix_lens_cpu=list(starts),
+        extend_lens_cpu=list(lens),
+    )
+
+
+def check_rows(out, q, pool, r2t, rows, starts, lens, layer):
+    """Each request's outputs against attention over the pool's dequantized K/V."""
+    a = 0
+    for r, s, n in zip(rows, starts, lens):
+        keys, vals = pool.read_kv(0, r2t.req_to_token[r, : s + n], torch.float32)
+        ref, _ = attention(q[a : a + n], keys, vals, layer.scaling, torch.arange(s, s + n))
+        assert torch.allclose(out[a : a + n], ref, atol=1e-4), (r, s, n)
+        a += n
+
+
+@pytest.mark.parametrize("backend_name,fmt", CASES)
+def test_extend_then_decode_over_a_quantized_pool(backend_name, fmt, make_backend):
+    torch.manual_seed(0)
+    pool = create_kv_pool(fmt, 128, 1, HKV, D, PAGE, 3, torch.float32, "cpu")
+    r2t = ReqToTokenPool(3, 64, "cpu")
+    backend, layer = make_backend(backend_name), PagedAttention(0, H, HKV, D)
+    rows = [r2t.alloc() for _ in range(3)]
+    lens = [13, 20, 6]
+
+    def run(mode, starts, ns):
+        locs = []
+        for r, s, n in zip(rows, starts, ns):
+            locs.append(pool.alloc(n))
+            r2t.req_to_token[r, s : s + n] = locs[-1]
+        fb = batch_of(mode, pool, r2t, rows, starts, ns, locs)
+        pool.plan(fb)
+        backend.init_forward_metadata(fb)
+        t = sum(ns)
+        q, k, v = torch.randn(t, H, D), torch.randn(t, HKV, D), torch.randn(t, HKV, D)
+        out = backend.forward(q, k, v, layer, fb)
+        assert out.dtype == q.dtype
+        check_rows(out, q, pool, r2t, rows, starts, ns, layer)
+
+    run(ForwardMode.EXTEND, [0, 0, 0], [n // 2 for n in lens])
+    run(ForwardMode.EXTEND, [n // 2 for n in lens], [n - n // 2 for n in lens])
+    for step in range(4):  # 13 -> 17 and 20 -> 24 cross page ends
+        run(ForwardMode.DECODE, [n + step for n in lens], [1, 1, 1])
+
+
+@pytest.mark.parametrize("backend_name,fmt", CASES)
+def test_cascade_decode_over_shared_quantized_pages(backend_name, fmt, make_backend):
+    """Four requests share a 16-token prefix (two whole pages, as the radix cache holds them)
+    and decode in one group; two more decode alone."""
+    torch.manual_seed(1)
+    pool = create_kv_pool(fmt, 256, 1, HKV, D, PAGE, 6, torch.float32, "cpu")
+    r2t = ReqToTokenPool(6, 64, "cpu")
+    backend, layer = make_backend(backend_name), PagedAttention(0, H, HKV, D)
+    rows = [r2t.alloc() for _ in range(6)]
+
+    def prefill(rs, starts, ns):
+        locs = []
+        for r, s, n in zip(rs, starts, ns):
+            locs.append(pool.alloc(n))
+            r2t.req_to_token[r, s : s + n] = locs[-1]
+        fb = batch_of(ForwardMode.EXTEND, pool, r2t, rs, starts, ns, locs)
+        pool.plan(fb)
+        backend.init_forward_metadata(fb)
+        t = sum(ns)
+        q, k, v = torch.randn(t, H, D), torch.randn(t, HKV, D), torch.randn(t, HKV, D)
+        backend.forward(q, k, v, layer, fb)
+
+    prefill([rows[0]], [0], [16])
+    for r in rows[1:4]:
+        r2t.req_to_token[r, :16] = r2t.req_to_token[rows[0], :16]  # a radix hit
+    own = [3, 9, 5, 11, 7, 2]
+    prefill(rows, [16, 16, 16, 16, 0, 0], [own[0], own[1], own[2], own[3], own[4], own[5]])
+    starts = [16 + n for n in own[:4]] + own[4:]
+    locs = [pool.alloc(1) for _ in rows]
+    for r, s, loc in zip(rows, starts, locs):
+        r2t.req_to_token[r, s] = loc
+    fb = batch_of(ForwardMode.DECODE, pool, r2t, rows, starts, [1] * 6, locs)
+    fb.prefix_groups = [([0, 1, 2, 3], 16)]
+    pool.plan(fb)
+    backend.init_forward_metadata(fb)
+    q, k, v = torch.randn(6, H, D), torch.randn(6, HKV, D), torch.randn(6, HKV, D)
+    out = backend.forward(q, k, v, layer, fb)
+    check_rows(out, q, pool, r2t, rows, starts, [1] * 6, layer)
