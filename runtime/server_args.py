@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from kernels.attention.registry import ATTENTION_BACKENDS
 from runtime.constrained.registry import GRAMMAR_BACKENDS
+from runtime.kv_cache_dtype import KV_CACHE_DTYPES
 from runtime.parsers.reasoning_parser import REASONING_PARSERS
 from runtime.parsers.tool_call_parser import TOOL_CALL_PARSERS
-from runtime.kv_cache_dtype import KV_CACHE_DTYPES
 from runtime.scheduler.schedule_policy import POLICIES
 
 API_KEY_ENV = "RADIXSERVE_API_KEY"
