@@ -102,6 +102,7 @@ class ModelRunner:
         with torch.device("meta"):
             model = LlamaForCausalLM(cfg, max_position=self.context_len)
         model.to_empty(device="cpu")
+        model.to(self.dtype)  # filled in the model's dtype: no float32 copy of every weight
         load_weights(model, self.model_folder)
         self.model = model.to(self.device, self.dtype).eval()
         self.model.model.rotary.build(self.device)
