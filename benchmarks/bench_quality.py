@@ -148,15 +148,18 @@ def main() -> None:
     ap.add_argument(
         "--consistency", nargs="*", default=None, help="modes to check (default: --modes)"
     )
+    ap.add_argument("--prompts", type=int, default=None, help="use the first N prompts only")
+    ap.add_argument("--skip-agreement", action="store_true")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     from runtime.model_loader.loader import load_tokenizer, prepare_model_folder
 
     tok = load_tokenizer(prepare_model_folder(None))
-    ids_list = prompts(tok)
+    ids_list = prompts(tok)[: args.prompts]
     print(f"{len(ids_list)} prompts, {NEW_TOKENS} tokens each, against float32")
-    result = {"agreement": agreement(args.modes, ids_list), "consistency": {}}
+    result = {"agreement": {} if args.skip_agreement else agreement(args.modes, ids_list)}
+    result["consistency"] = {}
     for mode in args.consistency if args.consistency is not None else ["float32", *args.modes]:
         result["consistency"][mode] = consistency(mode, ids_list)
     if args.json:
