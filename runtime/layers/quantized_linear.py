@@ -45,14 +45,16 @@ class Int4Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x = x.reshape(-1, self.in_features)
+        if x.shape[0] == 0:  # a prefill that keeps no logits
+            return x.new_empty(*shape[:-1], self.out_features)
         if self.dense is not None and x.shape[0] >= self.dense_from:
-            return F.linear(x, self.dense, self.bias).reshape(*shape[:-1], -1)
+            return F.linear(x, self.dense, self.bias).reshape(*shape[:-1], self.out_features)
         out = torch.ops.aten._weight_int4pack_mm_for_cpu(
             x.contiguous(), self.packed, self.group, self.scales_zeros
         )
         if self.bias is not None:
             out = out + self.bias
-        return out.reshape(*shape[:-1], -1)
+        return out.reshape(*shape[:-1], self.out_features)
 
     def weight_bytes(self) -> int:
         """Bytes of the quantized form (the dense weight, when kept, is the model's own)."""
@@ -81,12 +83,14 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x = x.reshape(-1, self.in_features)
+        if x.shape[0] == 0:  # a prefill that keeps no logits
+            return x.new_empty(*shape[:-1], self.out_features)
         if self.dense is not None and x.shape[0] >= self.dense_from:
-            return F.linear(x, self.dense, self.bias).reshape(*shape[:-1], -1)
+            return F.linear(x, self.dense, self.bias).reshape(*shape[:-1], self.out_features)
         out = torch._weight_int8pack_mm(x.contiguous(), self.codes, self.scales)
         if self.bias is not None:
             out = out + self.bias
-        return out.reshape(*shape[:-1], -1)
+        return out.reshape(*shape[:-1], self.out_features)
 
     def weight_bytes(self) -> int:
         """Bytes of the quantized form (the dense weight, when kept, is the model's own)."""

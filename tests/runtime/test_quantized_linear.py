@@ -50,3 +50,15 @@ def test_int8_matches_its_per_channel_weight():
 def test_leading_dimensions_are_kept():
     layer = Int4Linear(quantize_int4(torch.randn(16, 32)), None, torch.float32)
     assert layer(torch.randn(2, 3, 32)).shape == (2, 3, 16)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda w: Int4Linear(quantize_int4(w), None, torch.float32),
+        lambda w: Int8Linear(w, None, torch.float32),
+    ],
+)
+def test_no_rows_give_no_rows(make):
+    """A prefill whose request keeps no logits (max_new_tokens 0) projects zero rows."""
+    assert make(torch.randn(16, 32))(torch.randn(0, 32)).shape == (0, 16)
