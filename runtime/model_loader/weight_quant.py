@@ -17,7 +17,12 @@ import torch
 from torch import nn
 
 from runtime.layers.quantized_linear import Int4Linear, Int8Linear
-from runtime.model_loader.gguf_quant import GroupQuantized, quantize_int4, read_group_quantized
+from runtime.model_loader.gguf_quant import (
+    GROUP,
+    GroupQuantized,
+    quantize_int4,
+    read_group_quantized,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +165,8 @@ def quantize_model(
     else:
         for parent, attr, linear in linears.values():
             w, bias = linear.weight.data, _bias(linear)
+            if mode == "int4" and w.shape[1] % GROUP:
+                continue  # inputs that do not split into groups of 32 stay dense
             if mode == "int4":
                 layer = Int4Linear(quantize_int4(w), bias, dtype, **dense(w))
             else:
