@@ -33,7 +33,7 @@ def test_stop_leaves_no_process_and_no_socket(how):
     before = socket_dirs()
     srv = Server("--max-total-tokens", "1024", "--log-level", "warning")
     children = srv.children()
-    assert len(children) == 2  # scheduler and detokenizer
+    assert len(children) == 3  # scheduler, detokenizer, the scheduler's grammar compile process
     assert len(socket_dirs() - before) == 1
     r = httpx.post(
         f"{srv.url}/generate", json={"text": "Hi", "sampling_params": {"max_new_tokens": 2}}

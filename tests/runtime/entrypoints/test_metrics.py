@@ -23,6 +23,9 @@ INFO = {
     "max_total_tokens": 1000,
     "cache_tokens": 10,
     "kv_free_tokens": 700,
+    "pinned_tokens": 0,
+    "kv_bytes_per_token": 23040,
+    "kv_cache_dtype": "bfloat16",
 }
 
 

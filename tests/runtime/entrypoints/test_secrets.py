@@ -14,7 +14,7 @@ def test_api_key_is_on_the_launcher_command_line_only(server, client):
     launcher = psutil.Process(server.proc.pid)
     assert API_KEY in launcher.cmdline()
     children = launcher.children(recursive=True)
-    assert len(children) == 2  # scheduler and detokenizer
+    assert len(children) == 3  # scheduler, detokenizer, the scheduler's grammar compile process
     for child in children:
         assert not any(API_KEY in arg for arg in child.cmdline()), child.cmdline()
     info = client.get("/get_server_info").json()
