@@ -71,7 +71,7 @@ DENSE_FROM = {"gguf": 8, "int4": 8, "int8": 4}
 
 
 def dense_from(quantization: str, args: SchedulerArgs) -> int | None:
-    """None keeps every batch on the quantized kernel, whose rows do not depend on the batch."""
+    """None keeps every batch on the quantized kernel: one kernel whatever the batch size."""
     return None if args.enable_deterministic_inference else DENSE_FROM[quantization]
 
 

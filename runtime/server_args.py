@@ -35,8 +35,8 @@ class SchedulerArgs:
     quantization: str = "auto"  # weight-only; auto keeps a GGUF file's quantized tensors packed
     enable_torch_compile: bool = False  # CPU: compile the decode step, bucketed by batch size
     torch_compile_max_bs: int = 32
-    # The same tokens whatever the batch and the cache: one kernel per weight for every batch
-    # size, no cascade decode.
+    # The same tokens whether the prefix came from the cache or not: one kernel per weight for
+    # every batch size, no cascade decode. (Not yet whatever the batch: see bench_quality.py.)
     enable_deterministic_inference: bool = False
     context_length: int | None = None
     max_total_tokens: int | None = None
@@ -260,7 +260,8 @@ _CLI_FLAGS = [
     (
         "--enable-deterministic-inference",
         bool,
-        "greedy outputs independent of batching and of prefix-cache hits (slower at large batches)",
+        "greedy outputs independent of prefix-cache hits: one kernel per weight at every batch size, "
+        "no cascade decode (not yet independent of batching; slower at large batches)",
     ),
     (("--context-length", "--max-model-len"), int, "longest prompt + output (None: the model's)"),
     ("--max-total-tokens", int, "KV pool size in tokens (overrides --mem-fraction-static)"),

