@@ -18,7 +18,46 @@ from torch import nn
 from runtime.model_loader.gguf_quant import GroupQuantized, quantize_int8_per_channel
 
 
-class Int4Linear(nn.Module):
+class _WeightOnlyLinear(nn.Module):
+    """What both layers share: the dense switch, bias, shapes; `_quantized_mm` is the kernel."""
+
+    def __init__(
+        self,
+        out_features: int,
+        in_features: int,
+        bias: torch.Tensor | None,
+        dense: torch.Tensor | None,
+        dense_from: int,
+    ) -> None:
+        super().__init__()
+        self.out_features, self.in_features = out_features, in_features
+        self.bias = bias
+        self.dense, self.dense_from = dense, dense_from
+
+    def _quantized_mm(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _held(self) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x = x.reshape(-1, self.in_features)
+        if x.shape[0] == 0:  # a prefill that keeps no logits
+            return x.new_empty(*shape[:-1], self.out_features)
+        if self.dense is not None and x.shape[0] >= self.dense_from:
+            return F.linear(x, self.dense, self.bias).reshape(*shape[:-1], self.out_features)
+        out = self._quantized_mm(x.contiguous())
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*shape[:-1], self.out_features)
+
+    def weight_bytes(self) -> int:
+        """Bytes of the quantized form (the dense weight, when kept, is the model's own)."""
+        return sum(t.numel() * t.element_size() for t in self._held())
+
+
+class Int4Linear(_WeightOnlyLinear):
     """Asymmetric 4-bit groups: w = (q - 8) * scale + zero, as torch's int4 CPU kernel reads."""
 
     def __init__(
@@ -29,9 +68,8 @@ class Int4Linear(nn.Module):
         dense: torch.Tensor | None = None,
         dense_from: int = 1,
     ) -> None:
-        super().__init__()
         assert weight.bits == 4
-        self.out_features, self.in_features = weight.codes.shape
+        super().__init__(*weight.codes.shape, bias, dense, dense_from)
         self.group = weight.group
         codes = weight.codes.to(torch.int32).contiguous()
         self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)
@@ -39,30 +77,17 @@ class Int4Linear(nn.Module):
         self.scales_zeros = (
             torch.stack([weight.scales.t(), weight.zeros.t()], dim=-1).to(dtype).contiguous()
         )
-        self.bias = bias
-        self.dense, self.dense_from = dense, dense_from
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        x = x.reshape(-1, self.in_features)
-        if x.shape[0] == 0:  # a prefill that keeps no logits
-            return x.new_empty(*shape[:-1], self.out_features)
-        if self.dense is not None and x.shape[0] >= self.dense_from:
-            return F.linear(x, self.dense, self.bias).reshape(*shape[:-1], self.out_features)
-        out = torch.ops.aten._weight_int4pack_mm_for_cpu(
-            x.contiguous(), self.packed, self.group, self.scales_zeros
+    def _quantized_mm(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(
+            x, self.packed, self.group, self.scales_zeros
         )
-        if self.bias is not None:
-            out = out + self.bias
-        return out.reshape(*shape[:-1], self.out_features)
 
-    def weight_bytes(self) -> int:
-        """Bytes of the quantized form (the dense weight, when kept, is the model's own)."""
-        held = [self.packed, self.scales_zeros]
-        return sum(t.numel() * t.element_size() for t in held)
+    def _held(self) -> list[torch.Tensor]:
+        return [self.packed, self.scales_zeros]
 
 
-class Int8Linear(nn.Module):
+class Int8Linear(_WeightOnlyLinear):
     """Symmetric int8 with one scale per output row, as torch's int8 CPU kernel reads."""
 
     def __init__(
@@ -73,26 +98,12 @@ class Int8Linear(nn.Module):
         dense: torch.Tensor | None = None,
         dense_from: int = 1,
     ) -> None:
-        super().__init__()
-        self.out_features, self.in_features = weight.shape
+        super().__init__(*weight.shape, bias, dense, dense_from)
         self.codes, scales = quantize_int8_per_channel(weight)
         self.scales = scales.to(dtype)
-        self.bias = bias
-        self.dense, self.dense_from = dense, dense_from
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        x = x.reshape(-1, self.in_features)
-        if x.shape[0] == 0:  # a prefill that keeps no logits
-            return x.new_empty(*shape[:-1], self.out_features)
-        if self.dense is not None and x.shape[0] >= self.dense_from:
-            return F.linear(x, self.dense, self.bias).reshape(*shape[:-1], self.out_features)
-        out = torch._weight_int8pack_mm(x.contiguous(), self.codes, self.scales)
-        if self.bias is not None:
-            out = out + self.bias
-        return out.reshape(*shape[:-1], self.out_features)
+    def _quantized_mm(self, x: torch.Tensor) -> torch.Tensor:
+        return torch._weight_int8pack_mm(x, self.codes, self.scales)
 
-    def weight_bytes(self) -> int:
-        """Bytes of the quantized form (the dense weight, when kept, is the model's own)."""
-        held = [self.codes, self.scales]
-        return sum(t.numel() * t.element_size() for t in held)
+    def _held(self) -> list[torch.Tensor]:
+        return [self.codes, self.scales]
