@@ -27,6 +27,7 @@ import httpx
 from openai import OpenAI
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.bench_shared_prefix import rules_prompt  # noqa: E402
 from runtime.server_process import ServerProcess  # noqa: E402
 
 ACTIONS = [
@@ -72,17 +73,8 @@ def tools() -> list[dict]:
 
 
 def system_prompt(approx_tokens: int) -> str:
-    rng = random.Random(0)
-    lines = ["You are the booking agent of a railway. Use the tools; follow these rules."]
-    i = 0
-    while len(" ".join(lines).split()) < approx_tokens * 0.76:
-        i += 1
-        w = rng.sample(WORDS, 5)
-        lines.append(
-            f"Rule {i}: every {w[0]} about the {w[1]} goes to the {w[2]} desk; "
-            f"the {w[3]} and the {w[4]} are checked first."
-        )
-    return "\n".join(lines)
+    header = "You are the booking agent of a railway. Use the tools; follow these rules."
+    return rules_prompt(header, WORDS, approx_tokens * 0.76, random.Random(0))
 
 
 def noise(url: str, stop: threading.Event, tokens: int, seed: int) -> None:

@@ -40,11 +40,17 @@ WORDS = (
 def system_prompt(group: int, approx_tokens: int) -> str:
     rng = random.Random(group)
     topic = TOPICS[group % len(TOPICS)]
-    lines = [f"You are the help desk assistant of {topic}. Answer briefly and follow these rules."]
+    header = f"You are the help desk assistant of {topic}. Answer briefly and follow these rules."
+    return rules_prompt(header, WORDS, approx_tokens * 0.7, rng)
+
+
+def rules_prompt(header: str, words: list[str], min_words: float, rng: random.Random) -> str:
+    """A system prompt of numbered rules drawn from `words`, at least `min_words` words long."""
+    lines = [header]
     i = 0
-    while len(" ".join(lines).split()) < approx_tokens * 0.7:
+    while len(" ".join(lines).split()) < min_words:
         i += 1
-        w = rng.sample(WORDS, 5)
+        w = rng.sample(words, 5)
         lines.append(
             f"Rule {i}: every {w[0]} about the {w[1]} goes to the {w[2]} desk; "
             f"the {w[3]} and the {w[4]} are checked first."
