@@ -27,10 +27,15 @@ from runtime.server_args import SchedulerArgs  # noqa: E402
 
 
 def parse_mode(mode: str) -> dict:
-    """`bfloat16+auto+compile` -> SchedulerArgs fields (`det`: deterministic inference)."""
+    """`bfloat16+auto+compile` -> SchedulerArgs fields (`det`: deterministic inference,
+    `plain`: the plain GEMM, no weights reordered ahead of time)."""
     parts = mode.split("+")
     fields = {"dtype": parts[0], "quantization": "none"}
-    flags = {"compile": "enable_torch_compile", "det": "enable_deterministic_inference"}
+    flags = {
+        "compile": "enable_torch_compile",
+        "det": "enable_deterministic_inference",
+        "plain": "disable_packed_gemm",
+    }
     for p in parts[1:]:
         if p in flags:
             fields[flags[p]] = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import time
@@ -23,6 +24,7 @@ from runtime.layers.packed_linear import (
     pack_linears,
     pack_sizes,
     packed_gemm_available,
+    packed_linear,
 )
 from runtime.memory_pool import ReqToTokenPool
 from runtime.model_loader.loader import (
@@ -67,12 +69,22 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 # Decode batches of at least this many rows use a dense copy of a quantized weight: past it the
 # dense GEMM beat the weight-only kernels here (benchmarks/bench_decode_step.py).
-DENSE_FROM = {"gguf": 8, "int4": 8, "int8": 4}
+DENSE_FROM = {"gguf": 4, "int4": 4, "int8": 4}
 
 
 def dense_from(quantization: str, args: SchedulerArgs) -> int | None:
     """None keeps every batch on the quantized kernel: one kernel whatever the batch size."""
     return None if args.enable_deterministic_inference else DENSE_FROM[quantization]
+
+
+def return_freed_memory() -> None:
+    """The weights that loading replaced (checkpoint copies, weights swapped for their packed or
+    quantized forms) are freed into glibc's heap, which keeps them resident (about 180 MiB for
+    the default model); trimming hands them back to the system."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def resolve_attention_backend(name: str, device: torch.device) -> str:
@@ -117,15 +129,21 @@ class ModelRunner:
                 self.model_folder,
                 self.dtype,
                 dense_from(self.quantization, args),
+                reorder=not args.disable_packed_gemm,
             )
         elif not args.disable_packed_gemm and packed_gemm_available(self.device, self.dtype):
             sizes = pack_sizes(args.max_running_requests)
-            extra = pack_linears(self.model, sizes)
-            self.model.logits_proj = PackedLinear(self.model.lm_head_weight.data, None, sizes)
-            extra += self.model.logits_proj.packed_bytes()
+            extra = pack_linears(self.model.model, sizes)  # the layers; the head below
+            head = self.model.lm_head_weight.data
+            self.model.logits_proj = packed_linear(head, None, sizes)
+            if isinstance(self.model.logits_proj, PackedLinear):
+                extra += self.model.logits_proj.packed_bytes()
+            else:  # the original stays for lookups (tied) or as lm_head
+                extra += head.numel() * head.element_size()
             logger.info(
                 "packed GEMM weights for decode batches up to %s: %.0f MiB", sizes, extra / 2**20
             )
+        return_freed_memory()
         self.load_seconds = time.perf_counter() - t0
 
         self.kv_cache_dtype = resolve_kv_cache_dtype(args.kv_cache_dtype, self.dtype)

@@ -58,7 +58,7 @@ class SchedulerArgs:
     random_seed: int = 0
     cache_dir: str | None = None
     log_level: str = "info"
-    disable_packed_gemm: bool = False  # CPU: skip the packed weight copies (saves memory)
+    disable_packed_gemm: bool = False  # CPU: the plain GEMM (float32: no packed copies)
     max_json_string_length: int | None = None  # a cap for strings a JSON schema leaves open
     debug_check_memory: bool = False  # assert the KV accounting after every step
     max_pinned_tokens: int | None = None  # cap on pinned prefix tokens; None: half the pool
@@ -332,7 +332,8 @@ _CLI_FLAGS = [
     (
         "--disable-packed-gemm",
         bool,
-        "CPU: no packed weight copies for small decode batches (less memory, slower decode)",
+        "CPU: the plain GEMM, no weights reordered ahead of time (float32: no packed copies, "
+        "less memory; slower decode)",
     ),
     ("--debug-check-memory", bool, "check the KV pool accounting after every step"),
     (

@@ -3,7 +3,8 @@
 A decode step reads every weight once per token, so at a few rows the int4 kernel, which reads a
 quarter of bfloat16's bytes, wins. From some batch size on, the step is bound by arithmetic and
 the dense GEMM wins again; there the layer uses the model's dense weight in the activation dtype
-(the loaded checkpoint, shared, not a second copy). The row count at which it switches
+(`packed_linear.dense_linear`: in bfloat16 oneDNN's reordered form, which replaces the loaded
+weight, so not a second copy). The row count at which it switches
 (`dense_from`) was measured on this machine by benchmarks/bench_decode_step.py; with no dense
 weight every batch stays on the quantized kernel (deterministic inference: one kernel whatever
 the batch, though torch's kernel still blocks rows by the batch's row count).
@@ -12,7 +13,6 @@ the batch, though torch's kernel still blocks rows by the batch's row count).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from runtime.model_loader.gguf_quant import GroupQuantized, quantize_int8_per_channel
@@ -26,7 +26,7 @@ class _WeightOnlyLinear(nn.Module):
         out_features: int,
         in_features: int,
         bias: torch.Tensor | None,
-        dense: torch.Tensor | None,
+        dense: nn.Module | None,
         dense_from: int,
     ) -> None:
         super().__init__()
@@ -46,7 +46,7 @@ class _WeightOnlyLinear(nn.Module):
         if x.shape[0] == 0:  # a prefill that keeps no logits
             return x.new_empty(*shape[:-1], self.out_features)
         if self.dense is not None and x.shape[0] >= self.dense_from:
-            return F.linear(x, self.dense, self.bias).reshape(*shape[:-1], self.out_features)
+            return self.dense(x).reshape(*shape[:-1], self.out_features)
         out = self._quantized_mm(x.contiguous())
         if self.bias is not None:
             out = out + self.bias
@@ -65,7 +65,7 @@ class Int4Linear(_WeightOnlyLinear):
         weight: GroupQuantized,
         bias: torch.Tensor | None,
         dtype: torch.dtype,
-        dense: torch.Tensor | None = None,
+        dense: nn.Module | None = None,
         dense_from: int = 1,
     ) -> None:
         assert weight.bits == 4
@@ -95,7 +95,7 @@ class Int8Linear(_WeightOnlyLinear):
         weight: torch.Tensor,
         bias: torch.Tensor | None,
         dtype: torch.dtype,
-        dense: torch.Tensor | None = None,
+        dense: nn.Module | None = None,
         dense_from: int = 1,
     ) -> None:
         super().__init__(*weight.shape, bias, dense, dense_from)

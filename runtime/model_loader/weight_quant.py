@@ -16,6 +16,7 @@ from collections import defaultdict
 import torch
 from torch import nn
 
+from runtime.layers.packed_linear import dense_linear
 from runtime.layers.quantized_linear import Int4Linear, Int8Linear
 from runtime.model_loader.gguf_quant import (
     GROUP,
@@ -135,12 +136,16 @@ def quantize_model(
     cache_folder: str,
     dtype: torch.dtype,
     dense_from: int | None,
+    reorder: bool = True,
 ) -> int:
     """Applies `mode` (gguf, int4, int8) in place; returns the bytes the quantized layers hold.
-    Batches of `dense_from` rows or more use the dense weights; None drops them."""
+    Batches of `dense_from` rows or more use the dense weights (reordered for oneDNN unless
+    `reorder` is False); None drops them."""
 
-    def dense(w: torch.Tensor) -> dict:
-        return {} if dense_from is None else {"dense": w, "dense_from": dense_from}
+    def dense(w: torch.Tensor, bias: torch.Tensor | None) -> dict:
+        if dense_from is None:
+            return {}
+        return {"dense": dense_linear(w, bias, reorder), "dense_from": dense_from}
 
     held = 0
     linears = _linears(model)
@@ -158,7 +163,10 @@ def quantize_model(
             if coverage.get(pname) != linear.out_features:
                 continue  # some rows are not 4-bit in the file: the layer stays dense
             layer = Int4Linear(
-                _stack(parts[pname]), _bias(linear), dtype, **dense(linear.weight.data)
+                _stack(parts[pname]),
+                _bias(linear),
+                dtype,
+                **dense(linear.weight.data, _bias(linear)),
             )
             setattr(parent, attr, layer)
             held += layer.weight_bytes()
@@ -168,13 +176,13 @@ def quantize_model(
             if mode == "int4" and w.shape[1] % GROUP:
                 continue  # inputs that do not split into groups of 32 stay dense
             if mode == "int4":
-                layer = Int4Linear(quantize_int4(w), bias, dtype, **dense(w))
+                layer = Int4Linear(quantize_int4(w), bias, dtype, **dense(w, bias))
             else:
-                layer = Int8Linear(w, bias, dtype, **dense(w))
+                layer = Int8Linear(w, bias, dtype, **dense(w, bias))
             setattr(parent, attr, layer)
             held += layer.weight_bytes()
     head = model.lm_head_weight.data
-    model.logits_proj = Int8Linear(head, None, dtype, **dense(head))
+    model.logits_proj = Int8Linear(head, None, dtype, **dense(head, None))
     held += model.logits_proj.weight_bytes()
     logger.info("weights quantized (%s): quantized layers hold %.0f MiB", mode, held / 2**20)
     return held

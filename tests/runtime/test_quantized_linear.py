@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from runtime.layers.packed_linear import dense_linear
 from runtime.layers.quantized_linear import Int4Linear, Int8Linear
 from runtime.model_loader.gguf_quant import quantize_int4, quantize_int8_per_channel
 
@@ -32,7 +33,7 @@ def test_dense_weight_takes_batches_from_its_threshold():
     torch.manual_seed(0)
     w = torch.randn(32, 64)
     q = quantize_int4(w)
-    layer = Int4Linear(q, None, torch.float32, dense=w, dense_from=4)
+    layer = Int4Linear(q, None, torch.float32, dense=dense_linear(w, None), dense_from=4)
     small, large = torch.randn(3, 64), torch.randn(4, 64)
     torch.testing.assert_close(layer(small), F.linear(small, q.dequantize()), rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(layer(large), F.linear(large, w))  # the dense weight, not q
