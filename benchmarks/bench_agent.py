@@ -242,6 +242,7 @@ def start_servers(args) -> dict:
                 "--num-gpu-blocks-override",
                 str(args.max_total_tokens // VLLM_BLOCK + 1),
             ),  # +1: its null block
+            *("--max-model-len", tokens),  # it must fit one request of its longest length
         ),
     )
     servers = {}

@@ -22,6 +22,7 @@ import torch
 from bench_shared_prefix import system_prompt  # benchmarks run as scripts from this folder
 
 from runtime.kv_cache_dtype import kv_bytes_per_token, kv_fixed_bytes
+from runtime.model_runner import resolve_dtype
 
 logger = logging.getLogger("bench_kv_cache_dtype")
 
@@ -44,7 +45,8 @@ def build_requests(tok, agents: int, rounds: int, prompt_tokens: int, seed: int)
 
 def pool_tokens(fmt: str, budget: int, cfg, page: int, running: int) -> int:
     shape = (cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, page)
-    fixed = kv_fixed_bytes(fmt, *shape, running, torch.float32)
+    model_dtype = resolve_dtype("auto", torch.device("cpu"))  # the engine's default
+    fixed = kv_fixed_bytes(fmt, *shape, running, model_dtype)
     return int((budget - fixed) // kv_bytes_per_token(fmt, *shape))
 
 

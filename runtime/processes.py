@@ -8,6 +8,7 @@ when the parent disappears without doing so (SIGKILL), and remove its socket fol
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shutil
@@ -16,6 +17,15 @@ import subprocess
 import sys
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Linux: the kernel sends `sig` to the calling process when its parent (strictly, the
+    parent's thread that started it) dies. Elsewhere nothing: those callers have other ways to
+    notice (a closed pipe, a polled parent pid)."""
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
 
 
 def spawn(module: str, *argv: str, **popen_kwargs) -> subprocess.Popen:

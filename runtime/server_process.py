@@ -10,9 +10,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+
+from runtime.processes import die_with_parent
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,6 +24,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _stop_with_caller():
+    """A server started from the main thread gets SIGTERM (and shuts its children down) when its
+    caller dies without stopping it, as a killed test run does. From another thread it does not:
+    the signal follows the starting thread, which may end long before the caller."""
+    if threading.current_thread() is threading.main_thread():
+        return lambda: die_with_parent(signal.SIGTERM)
+    return None
 
 
 class ServerProcess:
@@ -42,6 +54,7 @@ class ServerProcess:
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a signal to its group reaches it and its children only
+            preexec_fn=_stop_with_caller(),
         )
         deadline = time.time() + timeout
         while not self._healthy():

@@ -22,7 +22,6 @@ imports transformers), then (kind, spec) requests.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import pickle
@@ -32,7 +31,7 @@ import sys
 from multiprocessing.connection import Connection
 
 from runtime.constrained.base import GrammarBackend, GrammarCompileTimeout
-from runtime.processes import spawn
+from runtime.processes import die_with_parent, spawn
 
 logger = logging.getLogger(__name__)
 
@@ -166,17 +165,9 @@ class PipePair:
         self.writer.close()
 
 
-def _die_with_parent() -> None:
-    """Linux: the kernel kills this process when its parent (strictly, the parent's thread that
-    started it) dies, even mid-compile; otherwise the closed pipe ends it between compiles."""
-    if sys.platform.startswith("linux"):
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 def serve(read_fd: int, write_fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
-    _die_with_parent()
+    die_with_parent()  # even mid-compile; otherwise the closed pipe ends it between compiles
     conn = PipePair(read_fd, write_fd)
     try:
         backend: GrammarBackend = pickle.loads(conn.recv_bytes())
