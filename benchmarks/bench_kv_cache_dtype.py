@@ -19,7 +19,10 @@ import statistics
 import time
 
 import torch
-from bench_shared_prefix import system_prompt  # benchmarks run as scripts from this folder
+from bench_shared_prefix import (
+    system_prompt,
+    timed_engine_run,
+)  # benchmarks run as scripts from this folder
 
 from runtime.kv_cache_dtype import kv_bytes_per_token, kv_fixed_bytes
 from runtime.model_runner import resolve_dtype
@@ -51,8 +54,6 @@ def pool_tokens(fmt: str, budget: int, cfg, page: int, running: int) -> int:
 
 
 def run(fmt: str, reqs, tokens: int, page: int, clients: int, new_tokens: int) -> dict:
-    from runtime import Engine
-
     params = {"temperature": 0, "max_new_tokens": new_tokens, "ignore_eos": True}
     queue = list(enumerate(reqs))
 
@@ -73,29 +74,21 @@ def run(fmt: str, reqs, tokens: int, page: int, clients: int, new_tokens: int) -
         await asyncio.gather(*(client(eng, done) for _ in range(clients)))
         return done
 
-    with Engine(
+    res = timed_engine_run(
+        all_clients,
         max_total_tokens=tokens,
         kv_cache_dtype=fmt,
         page_size=page,
         max_running_requests=clients,
         log_level="warning",
-    ) as eng:
-        eng.generate(input_ids=[1, 2, 3], sampling_params={"max_new_tokens": 2})  # warm-up
-        eng.flush_cache()
-        t0 = time.perf_counter()
-        done = asyncio.run(all_clients(eng))
-        elapsed = time.perf_counter() - t0
-        info = eng.get_server_info()
-    last = [c for _, c in done]
-    cached = sum(c["meta_info"]["cached_tokens"] for c in last)
-    prompt = sum(c["meta_info"]["prompt_tokens"] for c in last)
+    )
     return {
-        "seconds": elapsed,
-        "req_s": len(done) / elapsed,
-        "ttft": [t for t, _ in done],
-        "hit": cached / prompt,
-        "bytes_per_token": info["kv_bytes_per_token"],
-        "tokens": info["max_total_tokens"],
+        "seconds": res["seconds"],
+        "req_s": len(res["last"]) / res["seconds"],
+        "ttft": res["ttft"],
+        "hit": res["hit"],
+        "bytes_per_token": res["info"]["kv_bytes_per_token"],
+        "tokens": res["info"]["max_total_tokens"],
     }
 
 

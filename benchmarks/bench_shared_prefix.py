@@ -10,6 +10,7 @@ one run on the same machine.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import random
 import statistics
@@ -77,10 +78,6 @@ def build_requests(tok, groups: int, per_group: int, approx_tokens: int, seed: i
 
 def run_ours(reqs, new_tokens: int, arrival_gap: float, **engine_args) -> dict:
     """Request i arrives at i * arrival_gap seconds; its TTFT counts from its arrival."""
-    import asyncio
-
-    from runtime import Engine
-
     params = {"temperature": 0, "max_new_tokens": new_tokens, "ignore_eos": True}
 
     async def one(eng, i: int, ids: list[int]) -> tuple[float, dict]:
@@ -97,13 +94,32 @@ def run_ours(reqs, new_tokens: int, arrival_gap: float, **engine_args) -> dict:
     async def all_requests(eng) -> list[tuple[float, dict]]:
         return await asyncio.gather(*(one(eng, i, ids) for i, (_, ids) in enumerate(reqs)))
 
-    with Engine(
-        max_total_tokens=32768, max_running_requests=64, log_level="warning", **engine_args
-    ) as eng:
+    res = timed_engine_run(
+        all_requests,
+        max_total_tokens=32768,
+        max_running_requests=64,
+        log_level="warning",
+        **engine_args,
+    )
+    return {
+        "seconds": res["seconds"],
+        "ttft": res["ttft"],
+        "hit": res["hit"],
+        "outputs": sum(c["meta_info"]["completion_tokens"] for c in res["last"]),
+        "prefill_tokens": res["info"]["prefill_tokens"],
+    }
+
+
+def timed_engine_run(driver, **engine_args) -> dict:
+    """Times `driver(eng)`, a coroutine function returning [(TTFT, last chunk)] per request, on
+    a new engine after a warm-up request and a cache flush; with its server info and hit rate."""
+    from runtime import Engine
+
+    with Engine(**engine_args) as eng:
         eng.generate(input_ids=[1, 2, 3], sampling_params={"max_new_tokens": 2})  # warm-up
         eng.flush_cache()
         t0 = time.perf_counter()
-        done = asyncio.run(all_requests(eng))
+        done = asyncio.run(driver(eng))
         elapsed = time.perf_counter() - t0
         info = eng.get_server_info()
     last = [c for _, c in done]
@@ -112,9 +128,9 @@ def run_ours(reqs, new_tokens: int, arrival_gap: float, **engine_args) -> dict:
     return {
         "seconds": elapsed,
         "ttft": [t for t, _ in done],
+        "last": last,
+        "info": info,
         "hit": cached / prompt,
-        "outputs": sum(c["meta_info"]["completion_tokens"] for c in last),
-        "prefill_tokens": info["prefill_tokens"],
     }
 
 
