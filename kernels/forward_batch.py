@@ -24,11 +24,13 @@ class KVCache(Protocol):
     `[num_slots, num_kv_heads, head_dim]`, addressed by slot index.
 
     A `quantized` cache stores codes and scales: `read_kv` dequantizes just the slots asked
-    for, and `get_kv` (the exact buffers the kernels index) is only there when not quantized.
+    for. `get_kv` gives the buffers the kernels index: exact values when `codes` is None,
+    codes to read with `kv_scales` when it is "int8" or "fp8", none at all for "int4".
     """
 
     dtype: torch.dtype
     quantized: bool
+    codes: str | None
 
     def get_kv(self, layer_id: int) -> tuple[torch.Tensor, torch.Tensor]: ...
 

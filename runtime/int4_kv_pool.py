@@ -44,6 +44,7 @@ class _Plan:
 
 class Int4KVPool(KVPool):
     quantized = True
+    codes = "int4"
 
     def __init__(
         self,

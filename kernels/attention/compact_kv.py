@@ -1,5 +1,5 @@
-"""Lets a backend whose kernels index exact K/V buffers (Triton, FlashInfer) read a quantized
-pool: per batch, the slots the batch reads are dequantized into a compact exact buffer, and the
+"""Lets a backend whose kernels cannot read a pool's format (FlashInfer on int8 and int4, Triton
+on int4) serve it: per batch, the slots the batch reads are dequantized into a compact exact buffer, and the
 kernels run on a copy of the batch whose table points into it. Only those slots are ever
 dequantized, never the whole pool; the quantized pool keeps the only lasting copy.
 """
@@ -18,6 +18,7 @@ class _CompactKV:
     """The batch's slots of one pool, dequantized one layer at a time as the layer writes."""
 
     quantized = False
+    codes = None
 
     def __init__(self, pool, slots: torch.Tensor, out_cache_loc: torch.Tensor, dtype) -> None:
         self.pool = pool
@@ -34,6 +35,9 @@ class _CompactKV:
 
     def get_kv(self, layer_id: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.k, self.v
+
+    def kv_scales(self, layer_id: int) -> None:
+        return None
 
     def read_kv(self, layer_id, slots, dtype):
         return self.k[slots].to(dtype), self.v[slots].to(dtype)

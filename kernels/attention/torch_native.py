@@ -36,6 +36,9 @@ class TorchNativeBackend(AttentionBackend):
     """Decode: each request's own KV in one padded batch, plus one pass per shared prefix,
     merged by log-sum-exp (cascade attention). Extend loops over requests."""
 
+    def reads_pool(self, pool) -> bool:
+        return True  # through read_kv, which dequantizes only the slots asked for
+
     def init_forward_metadata(self, batch) -> None:
         if not batch.is_decode:
             batch.attn_metadata = None

@@ -1,7 +1,8 @@
 """Every attention backend over the quantized pools, against plain attention over what the pool
 dequantizes to: prefill in two chunks, then decode steps that fill a page, and cascade decode
-over a shared prefix of quantized pages. Triton runs in its interpreter, FlashInfer through its
-stand-in; both read the pool through the compact dequantized view."""
+over a shared prefix of quantized pages. Triton runs in its interpreter and reads int8 and fp8
+codes itself, int4 through the compact dequantized view; FlashInfer, through its stand-in, takes
+fp8 pages as they are and int8 and int4 through the compact view."""
 
 from __future__ import annotations
 
@@ -21,18 +22,20 @@ from tests.kernels.reference import attention
 
 H, HKV, D, PAGE = 4, 2, 16, 8
 FORMATS = ["int8", "fp8_e4m3", "int4"]
-# The interpreter is slow: Triton takes the int4 pool only (the others read the same view).
 CASES = [(b, f) for b in ("torch_native", "triton", "flashinfer") for f in FORMATS]
-CASES = [(b, f) for b, f in CASES if b != "triton" or f == "int4"]
+# Which backends read which formats as stored (the rest go through the compact view).
+READS = {"torch_native": set(FORMATS), "triton": {"int8", "fp8_e4m3"}, "flashinfer": {"fp8_e4m3"}}
 
 
 @pytest.fixture
 def make_backend(monkeypatch):
-    def make(name):
+    def make(name, pool):
         if name == "flashinfer":
             monkeypatch.setitem(sys.modules, "flashinfer", fake_flashinfer.module())
         backend = create_backend(name, num_heads=H, num_kv_heads=HKV, head_dim=D, device="cpu")
-        return backend if name == "torch_native" else CompactKVBackend(backend, torch.float32)
+        fmt = "fp8_e4m3" if pool.codes == "fp8" else pool.codes
+        assert backend.reads_pool(pool) == (fmt in READS[name])
+        return backend if backend.reads_pool(pool) else CompactKVBackend(backend, torch.float32)
 
     return make
 
@@ -68,7 +71,7 @@ def test_extend_then_decode_over_a_quantized_pool(backend_name, fmt, make_backen
     torch.manual_seed(0)
     pool = create_kv_pool(fmt, 128, 1, HKV, D, PAGE, 3, torch.float32, "cpu")
     r2t = ReqToTokenPool(3, 64, "cpu")
-    backend, layer = make_backend(backend_name), PagedAttention(0, H, HKV, D)
+    backend, layer = make_backend(backend_name, pool), PagedAttention(0, H, HKV, D)
     rows = [r2t.alloc() for _ in range(3)]
     lens = [13, 20, 6]
 
@@ -99,7 +102,7 @@ def test_cascade_decode_over_shared_quantized_pages(backend_name, fmt, make_back
     torch.manual_seed(1)
     pool = create_kv_pool(fmt, 256, 1, HKV, D, PAGE, 6, torch.float32, "cpu")
     r2t = ReqToTokenPool(6, 64, "cpu")
-    backend, layer = make_backend(backend_name), PagedAttention(0, H, HKV, D)
+    backend, layer = make_backend(backend_name, pool), PagedAttention(0, H, HKV, D)
     rows = [r2t.alloc() for _ in range(6)]
 
     def prefill(rs, starts, ns):
