@@ -40,6 +40,15 @@ class KVCache(Protocol):
         """K and V of `slots` (any shape), `[*slots.shape, num_kv_heads, head_dim]` in `dtype`."""
         ...
 
+    own_page_size: int
+
+    def read_own_page(
+        self, layer_id: int, slots: torch.Tensor, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Like read_kv, for the keys of a query's own page; differs from it only when
+        `own_page_size` > 0 (int4: a query sees its own page exactly)."""
+        ...
+
     def plan(self, batch: ForwardBatch) -> None:
         """Runs once per batch before the forward (a paged format decides which pages fill)."""
         ...

@@ -108,6 +108,16 @@ class KVPool:
     def get_kv(self, layer_id: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.k_buffer[layer_id], self.v_buffer[layer_id]
 
+    # A query reads the keys of its own page with `read_own_page`, earlier ones with `read_kv`.
+    # They differ only in a pool that quantizes whole pages (own_page_size > 0, int4): there a
+    # query sees its own page exactly, as it did in the forward that computed it.
+    own_page_size = 0
+
+    def read_own_page(
+        self, layer_id: int, slots: torch.Tensor, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.read_kv(layer_id, slots, dtype)
+
     def kv_scales(self, layer_id: int) -> KVScales | None:
         """How a kernel turns `get_kv`'s buffers into values; None when they are values."""
         return None
