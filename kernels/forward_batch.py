@@ -24,11 +24,13 @@ class KVCache(Protocol):
     `[num_slots, num_kv_heads, head_dim]`, addressed by slot index.
 
     A `quantized` cache stores codes and scales: `read_kv` dequantizes just the slots asked
-    for, and `get_kv` (the exact buffers the kernels index) is only there when not quantized.
+    for. `get_kv` gives the buffers the kernels index: exact values when `codes` is None,
+    codes to read with `kv_scales` when it is "int8" or "fp8", none at all for "int4".
     """
 
     dtype: torch.dtype
     quantized: bool
+    codes: str | None
 
     def get_kv(self, layer_id: int) -> tuple[torch.Tensor, torch.Tensor]: ...
 
@@ -36,6 +38,15 @@ class KVCache(Protocol):
         self, layer_id: int, slots: torch.Tensor, dtype: torch.dtype
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """K and V of `slots` (any shape), `[*slots.shape, num_kv_heads, head_dim]` in `dtype`."""
+        ...
+
+    own_page_size: int
+
+    def read_own_page(
+        self, layer_id: int, slots: torch.Tensor, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Like read_kv, for the keys of a query's own page; differs from it only when
+        `own_page_size` > 0 (int4: a query sees its own page exactly)."""
         ...
 
     def plan(self, batch: ForwardBatch) -> None:

@@ -6,6 +6,13 @@ page record) and its values per token in groups of `group` channels; from then o
 never change, so the radix cache (which holds only whole pages) shares them as they are. A
 request's last, partial page is kept exact in a staging area until the forward that fills it.
 
+A query sees the tokens of its own page exactly and earlier pages quantized (`read_own_page`
+and `read_kv`), in every forward: a page's tokens computed one decode step at a time and the
+same tokens computed in one prefill (a recomputation after retraction or eviction, a prompt
+cut into chunks elsewhere) then see the same values, so the page is quantized from the same
+K/V whichever way it was computed. Within the forward that fills a page, its exact values stay
+at hand (`_own`) for the queries in it.
+
 Slots are not laid out in pages: each slot points at its page record (`page_of_slot`) or at its
 staging row (`row_of_slot`). `plan(batch)` runs before each forward and decides, for every new
 token, whether it is staged or completes a page; `set_kv` then writes each layer accordingly.
@@ -44,6 +51,11 @@ class _Plan:
 
 class Int4KVPool(KVPool):
     quantized = True
+    codes = "int4"
+
+    @property
+    def own_page_size(self) -> int:
+        return self.page_size
 
     def __init__(
         self,
@@ -91,6 +103,10 @@ class Int4KVPool(KVPool):
         self._free_records = list(range(self.num_records))
         self._free_rows = list(range(self.num_rows))
         self._plan: _Plan | None = None
+        # The pages the current forward fills: each slot's row in `_own`'s exact K/V, else -1.
+        self.own_row_of_slot = torch.full((n,), -1, dtype=torch.int64, device=dev)
+        self._own_slots = torch.empty(0, dtype=torch.int64, device=dev)
+        self._own: tuple[int, torch.Tensor, torch.Tensor] | None = None  # (layer, K, V)
 
     @staticmethod
     def bytes_per_token(num_layers: int, num_kv_heads: int, head_dim: int, page_size: int):
@@ -182,6 +198,10 @@ class Int4KVPool(KVPool):
         self._row_of_slot[flat] = -1
         self._sync(torch.cat([stage_slots_t, flat]))
         dev = self.device
+        self.own_row_of_slot[self._own_slots] = -1
+        self._own_slots = flat.to(dev)
+        self.own_row_of_slot[self._own_slots] = torch.arange(flat.numel(), device=dev)
+        self._own = None
         self._plan = _Plan(
             stage_src=torch.cat(stage_src).to(dev) if stage_src else rows.to(dev),
             stage_rows=rows.to(dev),
@@ -206,6 +226,7 @@ class Int4KVPool(KVPool):
             new = plan.page_is_new[..., None, None]
             kp = torch.where(new, k[plan.page_new_idx], self.k_stage[i][plan.page_old_row])
             vp = torch.where(new, v[plan.page_new_idx], self.v_stage[i][plan.page_old_row])
+            self._own = (i, kp.flatten(0, 1), vp.flatten(0, 1))
             codes, scale, offset = quantize_int4_keys(kp)  # [P, page, H, D/2], [P, H, D]
             self.k_codes[i][plan.page_slots] = codes
             self.k_scale[i][plan.page_records] = scale
@@ -219,8 +240,25 @@ class Int4KVPool(KVPool):
             self._plan = None
 
     def read_kv(self, layer_id, slots, dtype):
-        i = layer_id
+        k, v = self._read(layer_id, slots.reshape(-1), dtype)
+        shape = (*slots.shape, self.num_kv_heads, self.head_dim)
+        return k.view(shape), v.view(shape)
+
+    def read_own_page(self, layer_id, slots, dtype):
+        """Like read_kv, but the pages this forward fills read exact (for the queries in them)."""
         flat = slots.reshape(-1)
+        k, v = self._read(layer_id, flat, dtype)
+        if self._own is not None and self._own[0] == layer_id:
+            row = self.own_row_of_slot[flat]
+            own = (row >= 0).nonzero().squeeze(1)
+            k[own] = self._own[1][row[own]].to(dtype)
+            v[own] = self._own[2][row[own]].to(dtype)
+        shape = (*slots.shape, self.num_kv_heads, self.head_dim)
+        return k.view(shape), v.view(shape)
+
+    def _read(self, layer_id, flat, dtype):
+        """K and V of the slots `flat` as stored: full pages quantized, partial pages exact."""
+        i = layer_id
         rec = self.page_of_slot[flat].clamp(min=0)
         k = dequantize_int4_keys(
             self.k_codes[i][flat], self.k_scale[i][rec], self.k_offset[i][rec], dtype
@@ -233,8 +271,7 @@ class Int4KVPool(KVPool):
         if staged.numel():
             k[staged] = self.k_stage[i][row[staged]].to(dtype)
             v[staged] = self.v_stage[i][row[staged]].to(dtype)
-        shape = (*slots.shape, self.num_kv_heads, self.head_dim)
-        return k.view(shape), v.view(shape)
+        return k, v
 
 
 def check_int4_shape(head_dim: int, page_size: int) -> None:

@@ -70,5 +70,5 @@ def create_kv_pool(
     if name == "int4":
         return Int4KVPool(*shape, page_size, max_requests, model_dtype, device)
     if name in FP8_DTYPES:
-        return Fp8KVPool(*shape, FP8_DTYPES[name], device)
+        return Fp8KVPool(*shape, FP8_DTYPES[name], model_dtype, device)
     return KVPool(*shape, getattr(torch, name), device)

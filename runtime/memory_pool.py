@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from kernels.triton_ops.kv_scales import KVScales
+
 
 class ReqToTokenPool:
     """Maps (request slot, position) to a KV slot index: `[max_running_reqs, max_context_len]`."""
@@ -34,6 +36,9 @@ class KVPool:
     """
 
     quantized = False
+    # What the kernels find in the buffers `get_kv` gives: None (exact values), "int8" or "fp8"
+    # (codes that `kv_scales` says how to read), "int4" (no buffers a kernel can index).
+    codes: str | None = None
 
     def __init__(
         self,
@@ -102,6 +107,20 @@ class KVPool:
 
     def get_kv(self, layer_id: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.k_buffer[layer_id], self.v_buffer[layer_id]
+
+    # A query reads the keys of its own page with `read_own_page`, earlier ones with `read_kv`.
+    # They differ only in a pool that quantizes whole pages (own_page_size > 0, int4): there a
+    # query sees its own page exactly, as it did in the forward that computed it.
+    own_page_size = 0
+
+    def read_own_page(
+        self, layer_id: int, slots: torch.Tensor, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.read_kv(layer_id, slots, dtype)
+
+    def kv_scales(self, layer_id: int) -> KVScales | None:
+        """How a kernel turns `get_kv`'s buffers into values; None when they are values."""
+        return None
 
     def read_kv(
         self, layer_id: int, slots: torch.Tensor, dtype: torch.dtype

@@ -167,7 +167,7 @@ class ModelRunner:
             head_dim=cfg.head_dim,
             device=self.device,
         )
-        if self.kv_pool.quantized and backend_name != "torch_native":
+        if not self.backend.reads_pool(self.kv_pool):
             self.backend = CompactKVBackend(self.backend, self.dtype)
         for layer in self.model.attention_layers():
             layer.backend = self.backend
@@ -182,12 +182,16 @@ class ModelRunner:
                     self.backend, self.req_to_token_pool.req_to_token, self.kv_pool
                 )
         if self.device.type == "cuda" and not args.disable_cuda_graph:
-            if self.backend.supports_cuda_graph:
+            # A quantized pool decodes eagerly: fp8 takes its scales from the first real prefill,
+            # which a graph captured beforehand would not see.
+            if self.backend.supports_cuda_graph and not self.kv_pool.quantized:
                 from runtime.cuda_graph_runner import CudaGraphRunner
 
                 self.graph_runner = CudaGraphRunner(self)
             else:
-                logger.info("the %s backend decodes without CUDA graphs", args.attention_backend)
+                logger.info(
+                    "the %s backend decodes without CUDA graphs here", args.attention_backend
+                )
         logger.info(
             "model loaded in %.2fs from %s; KV pool %d tokens on %s (%s; KV %s, %.0f bytes/token)",
             self.load_seconds,

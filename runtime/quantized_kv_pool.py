@@ -14,6 +14,7 @@ from kernels.kv_quant import (
     quantize_fp8,
     quantize_int8,
 )
+from kernels.triton_ops.kv_scales import KVScales
 from runtime.memory_pool import KVPool
 
 _SCALE_BYTES = torch.empty((), dtype=SCALE_DTYPE).element_size()
@@ -23,6 +24,7 @@ class Int8KVPool(KVPool):
     """Codes `[slots, H, D]` uint8 with (scale, offset) `[slots, H]` per layer for K and V."""
 
     quantized = True
+    codes = "int8"
 
     def __init__(self, size, num_layers, num_kv_heads, head_dim, device) -> None:
         super().__init__(size, num_layers, num_kv_heads, head_dim, torch.uint8, device)
@@ -53,7 +55,12 @@ class Int8KVPool(KVPool):
         return self.bytes_per_token(self.num_layers, self.num_kv_heads, self.head_dim)
 
     def get_kv(self, layer_id: int):
-        raise TypeError("the int8 KV pool has no exact buffers; read it with read_kv")
+        """The raw codes; `kv_scales` says how to read them."""
+        return self.k_codes[layer_id], self.v_codes[layer_id]
+
+    def kv_scales(self, layer_id: int) -> KVScales:
+        i = layer_id
+        return KVScales(self.k_scale[i], self.v_scale[i], self.k_offset[i], self.v_offset[i])
 
     def set_kv(self, layer_id, loc, k, v) -> None:
         for x, codes, scale, offset in (
@@ -76,18 +83,26 @@ class Int8KVPool(KVPool):
 
 class Fp8KVPool(KVPool):
     """fp8 codes `[slots, H, D]` with one float32 scale per layer, head and K/V, taken from the
-    first prefill that writes the layer (with headroom; later outliers saturate)."""
+    first prefill that writes the layer (with headroom; later outliers saturate). `model_dtype`
+    is what the model computes in: a kernel reading the codes pairs them with queries of it."""
 
     quantized = True
+    codes = "fp8"
 
-    def __init__(self, size, num_layers, num_kv_heads, head_dim, fp8_dtype, device) -> None:
+    def __init__(
+        self, size, num_layers, num_kv_heads, head_dim, fp8_dtype, model_dtype, device
+    ) -> None:
         super().__init__(size, num_layers, num_kv_heads, head_dim, fp8_dtype, device)
+        self.model_dtype = model_dtype
         self.k_head_scale: list[torch.Tensor | None] = [None] * num_layers
         self.v_head_scale: list[torch.Tensor | None] = [None] * num_layers
 
     def get_kv(self, layer_id: int):
         """The raw fp8 buffers; `head_scales` says what to multiply them by."""
         return self.k_buffer[layer_id], self.v_buffer[layer_id]
+
+    def kv_scales(self, layer_id: int) -> KVScales:
+        return KVScales(*self.head_scales(layer_id), per_slot=False)
 
     def head_scales(self, layer_id: int) -> tuple[torch.Tensor, torch.Tensor]:
         """([H], [H]) float32 scales of K and V (ones before the first write)."""

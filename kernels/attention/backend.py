@@ -41,6 +41,11 @@ class AttentionBackend(ABC):
         """One new token per request, attending to its whole sequence; requests listed together
         in `batch.prefix_groups` may read their shared prefix once (cascade)."""
 
+    def reads_pool(self, pool) -> bool:
+        """Whether the kernels read `pool` as it is stored (else a CompactKVBackend wraps
+        them): by default exact buffers only."""
+        return pool.codes is None
+
     # CUDA graphs: a backend that supports them keeps its decode metadata in fixed buffers,
     # which replays refill in place. A cascade graph also runs the shared-prefix pass.
     supports_cuda_graph = False

@@ -6,6 +6,11 @@ level 0 attends each group's rows to their shared prefix at once, level 1 each r
 
 Every indptr handed to a planner lives on the host: the planners read them there to split the
 work, so a device indptr would cost a device-to-host copy (a sync) per plan.
+
+An fp8 pool goes to the wrappers as it is (`kv_data_type` fp8). Their own `k_scale`/`v_scale`
+are one number per call and the decode and cascade wrappers take none per head, so the pool's
+per-head scales are applied around the kernel instead, which is exact: K's scale multiplies
+each head's queries (a score is q . (s k) = (s q) . k) and V's scale the head's output.
 """
 
 from __future__ import annotations
@@ -84,10 +89,14 @@ class FlashInferBackend(AttentionBackend):
         )
         self.cascade = flashinfer.MultiLevelCascadeAttentionWrapper(2, self.workspace, "NHD")
 
+    def reads_pool(self, pool) -> bool:
+        return pool.codes in (None, "fp8")
+
     def _plan_args(self, batch) -> tuple[tuple[int, int, int, int], dict]:
-        dtype = batch.kv_cache.dtype
+        pool = batch.kv_cache
+        q_dtype = pool.model_dtype if pool.codes == "fp8" else pool.dtype
         shape = (self.num_heads, self.num_kv_heads, self.head_dim, 1)  # page size 1
-        return shape, {"q_data_type": dtype, "kv_data_type": dtype, "sm_scale": self.scale}
+        return shape, {"q_data_type": q_dtype, "kv_data_type": pool.dtype, "sm_scale": self.scale}
 
     def init_forward_metadata(self, batch) -> None:
         table = batch.req_to_token
@@ -124,20 +133,30 @@ class FlashInferBackend(AttentionBackend):
             perm = (order_t, torch.argsort(order_t))
         batch.attn_metadata = ("cascade", perm)
 
-    def _kv(self, batch, layer) -> tuple[torch.Tensor, torch.Tensor]:
-        k, v = batch.kv_cache.get_kv(layer.layer_id)
-        return k.view(k.shape[0], 1, *k.shape[1:]), v.view(v.shape[0], 1, *v.shape[1:])
+    def _run(self, wrapper, q, batch, layer) -> torch.Tensor:
+        """`wrapper` over the layer's pages, with an fp8 pool's per-head scales around it."""
+        pool = batch.kv_cache
+        k, v = pool.get_kv(layer.layer_id)
+        paged = (k.view(k.shape[0], 1, *k.shape[1:]), v.view(v.shape[0], 1, *v.shape[1:]))
+        scales = pool.kv_scales(layer.layer_id)
+        if scales is None:
+            return wrapper.run(q.contiguous(), paged)
+        group = self.num_heads // self.num_kv_heads
+        k_scale = scales.k_scale.repeat_interleave(group)[:, None]  # [H, 1]: a query head's KV head
+        v_scale = scales.v_scale.repeat_interleave(group)[:, None]
+        out = wrapper.run((q * k_scale).to(q.dtype).contiguous(), paged)
+        return (out * v_scale).to(out.dtype)
 
     def forward_extend(self, q, k, v, layer, batch) -> torch.Tensor:
         batch.kv_cache.set_kv(layer.layer_id, batch.out_cache_loc, k, v)
-        return self.prefill.run(q.contiguous(), self._kv(batch, layer))
+        return self._run(self.prefill, q, batch, layer)
 
     def forward_decode(self, q, k, v, layer, batch) -> torch.Tensor:
         batch.kv_cache.set_kv(layer.layer_id, batch.out_cache_loc, k, v)
         kind, perm = batch.attn_metadata
         if kind == "decode":
-            return self.decode.run(q.contiguous(), self._kv(batch, layer))
+            return self._run(self.decode, q, batch, layer)
         if perm is None:
-            return self.cascade.run(q.contiguous(), self._kv(batch, layer))
+            return self._run(self.cascade, q, batch, layer)
         order, inverse = perm
-        return self.cascade.run(q[order].contiguous(), self._kv(batch, layer))[inverse]
+        return self._run(self.cascade, q[order], batch, layer)[inverse]

@@ -32,9 +32,29 @@ def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: fl
     return out.to(q.dtype), torch.logsumexp(scores, dim=-1)
 
 
+def _with_own_pages(pool, layer_id, slots, prefix, keys, values):
+    """A pool that reads a query's own page apart (`own_page_size`): the keys `slots` as stored,
+    then again, exactly, from the page of the first new token on; each query sees the earlier
+    pages through the first copy and its own page through the second. Returns (keys, values,
+    boolean mask [new tokens, keys])."""
+    ps, seq_len = pool.own_page_size, slots.numel()
+    first = prefix - prefix % ps
+    k_own, v_own = pool.read_own_page(layer_id, slots[first:], keys.dtype)
+    dev = keys.device
+    k_pos = torch.cat([torch.arange(seq_len, device=dev), torch.arange(first, seq_len, device=dev)])
+    is_own = torch.arange(k_pos.numel(), device=dev) >= seq_len
+    q_pos = torch.arange(prefix, seq_len, device=dev)
+    same_page = k_pos[None, :] // ps == q_pos[:, None] // ps
+    mask = (k_pos[None, :] <= q_pos[:, None]) & (same_page == is_own[None, :])
+    return torch.cat([keys, k_own]), torch.cat([values, v_own]), mask
+
+
 class TorchNativeBackend(AttentionBackend):
     """Decode: each request's own KV in one padded batch, plus one pass per shared prefix,
     merged by log-sum-exp (cascade attention). Extend loops over requests."""
+
+    def reads_pool(self, pool) -> bool:
+        return True  # through read_kv, which dequantizes only the slots asked for
 
     def init_forward_metadata(self, batch) -> None:
         if not batch.is_decode:
@@ -67,8 +87,9 @@ class TorchNativeBackend(AttentionBackend):
         # Grouped-query attention without copying K/V per head: a KV head's query heads are
         # laid along the query axis. qg: [B, Hkv, group, D]
         qg = q.view(b, hkv, h // hkv, d)
-        # Read (and dequantize) only the slots this batch needs, never the whole pool.
-        keys, values = pool.read_kv(layer.layer_id, meta.suffix_idx, q.dtype)
+        # Read (and dequantize) only the slots this batch needs, never the whole pool. A decode
+        # row's own page is in its own slots, past any shared prefix.
+        keys, values = pool.read_own_page(layer.layer_id, meta.suffix_idx, q.dtype)
         keys, values = keys.transpose(1, 2), values.transpose(1, 2)  # [B, Hkv, L, D]
         out, lse = _attend(qg, keys, values, layer.scaling, meta.suffix_mask.to(q.dtype))
         for rows, slots in meta.groups:
@@ -102,19 +123,18 @@ class TorchNativeBackend(AttentionBackend):
             # 4-D inputs: with 3-D ones torch takes its slow math path on the CPU.
             qi = q[start : start + ext].transpose(0, 1)[None]  # [1, H, ext, D]
             ki, vi = pool.read_kv(layer.layer_id, slots, q.dtype)
-            ki, vi = ki.transpose(0, 1)[None], vi.transpose(0, 1)[None]  # [1, Hkv, seq_len, D]
-            if prefix == 0:
-                oi = F.scaled_dot_product_attention(
-                    qi, ki, vi, is_causal=True, scale=layer.scaling, enable_gqa=gqa
-                )
-            else:
+            mask = None  # none: plain causal
+            if pool.own_page_size:
+                ki, vi, mask = _with_own_pages(pool, layer.layer_id, slots, prefix, ki, vi)
+            elif prefix:
                 # Query j sits at position prefix + j and sees keys up to it (bottom-right causal).
                 qpos = torch.arange(prefix, seq_len, device=q.device)
-                kpos = torch.arange(seq_len, device=q.device)
-                mask = kpos[None, :] <= qpos[:, None]
-                oi = F.scaled_dot_product_attention(
-                    qi, ki, vi, attn_mask=mask, scale=layer.scaling, enable_gqa=gqa
-                )
+                mask = torch.arange(seq_len, device=q.device)[None, :] <= qpos[:, None]
+            ki, vi = ki.transpose(0, 1)[None], vi.transpose(0, 1)[None]  # [1, Hkv, keys, D]
+            oi = F.scaled_dot_product_attention(
+                qi, ki, vi, attn_mask=mask, is_causal=mask is None, scale=layer.scaling,
+                enable_gqa=gqa,
+            )  # fmt: skip
             out[start : start + ext] = oi[0].transpose(0, 1)
             start += ext
         return out

@@ -90,6 +90,9 @@ class TritonBackend(AttentionBackend):
         self.target_programs = target_programs(self.device)
         self.rows_per_item = max(1, MAX_BLOCK_M // (num_heads // num_kv_heads))
 
+    def reads_pool(self, pool) -> bool:
+        return pool.codes in (None, "int8", "fp8")  # dequantized in registers (KVScales)
+
     def _to_device(self, host: torch.Tensor) -> torch.Tensor:
         """Host metadata to the device without waiting for the work already queued there."""
         return host.to(self.device, non_blocking=True)
@@ -222,6 +225,7 @@ class TritonBackend(AttentionBackend):
             meta.own,
             meta.shared,
             layer.scaling,
+            pool.kv_scales(layer.layer_id),
         )
         return out
 
@@ -238,4 +242,5 @@ class TritonBackend(AttentionBackend):
             meta.prefix_lens,
             meta.max_extend_len,
             layer.scaling,
+            pool.kv_scales(layer.layer_id),
         )

@@ -19,12 +19,13 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.triton_ops.kv_scales import KVScales, scale_args
 from kernels.triton_ops.merge_state import merge_state
 from kernels.triton_ops.online_softmax import (
     attend_block,
     empty_result,
     finish,
-    load_rows,
+    load_kv_rows,
     merge_partial,
 )
 
@@ -39,6 +40,10 @@ def _partial_kernel(
     Q,
     K,
     V,
+    KScale,
+    KOffset,
+    VScale,
+    VOffset,
     MidO,
     MidLse,
     q_indptr,
@@ -52,6 +57,7 @@ def _partial_kernel(
     stride_kh,
     stride_vs,
     stride_vh,
+    scale_stride,
     stride_mo_q,
     stride_mo_h,
     stride_mo_s,
@@ -63,6 +69,8 @@ def _partial_kernel(
     HEAD_DIM: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    DEQUANT: tl.constexpr,
+    HAS_OFFSET: tl.constexpr,
 ):
     item = tl.program_id(0)
     kv_head = tl.program_id(1) // num_m_blocks
@@ -96,8 +104,14 @@ def _partial_kernel(
         n = start + offs_n
         n_valid = n < hi
         slot = tl.load(kv_indices + kv_start + n, mask=n_valid, other=0).to(tl.int64)
-        k = load_rows(K, slot, stride_ks, kv_head * stride_kh, offs_d, n_valid)
-        v = load_rows(V, slot, stride_vs, kv_head * stride_vh, offs_d, n_valid)
+        k = load_kv_rows(
+            K, KScale, KOffset, slot, stride_ks, kv_head, stride_kh, scale_stride, offs_d,
+            n_valid, DEQUANT, HAS_OFFSET,
+        )  # fmt: skip
+        v = load_kv_rows(
+            V, VScale, VOffset, slot, stride_vs, kv_head, stride_vh, scale_stride, offs_d,
+            n_valid, DEQUANT, HAS_OFFSET,
+        )  # fmt: skip
         top, total, acc = attend_block(q, k, v, n_valid[None, :], scale, top, total, acc)
     out, lse = finish(top, total, acc)
     q_out = q_start + q_local
@@ -195,9 +209,15 @@ class DecodeItems:
 
 
 def decode_attention(
-    q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, items: DecodeItems, scale: float
+    q: torch.Tensor,
+    k_buf: torch.Tensor,
+    v_buf: torch.Tensor,
+    items: DecodeItems,
+    scale: float,
+    kv_scales: KVScales | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """q: [T, H, D]; k_buf/v_buf: the pool's [slots, Hkv, D] for one layer.
+    """q: [T, H, D]; k_buf/v_buf: the pool's [slots, Hkv, D] for one layer, exact values or,
+    with `kv_scales`, codes dequantized as they load.
 
     Returns (out [len(q_rows), H, D] like q, float32 lse [len(q_rows), H]) in q_rows order; a
     query with no keys gets 0 and lse -inf.
@@ -216,17 +236,18 @@ def decode_attention(
     mid_lse = torch.empty(num_q, num_heads, splits, dtype=torch.float32, device=q.device)
     block_m, num_m_blocks = query_blocks(items.max_q_per_item, group)
     block_n = 32 if head_dim > 64 else 64
+    quant_args, quant_flags = scale_args(kv_scales, k_buf)
     _partial_kernel[(num_items, num_kv_heads * num_m_blocks, splits)](
-        q, k_buf, v_buf, mid_o, mid_lse,
+        q, k_buf, v_buf, *quant_args[:4], mid_o, mid_lse,
         items.q_indptr, items.q_rows, items.kv_indptr, items.kv_indices,
         scale,
         q.stride(0), q.stride(1),
         k_buf.stride(0), k_buf.stride(1),
-        v_buf.stride(0), v_buf.stride(1),
+        v_buf.stride(0), v_buf.stride(1), quant_args[4],
         mid_o.stride(0), mid_o.stride(1), mid_o.stride(2),
         mid_lse.stride(0), mid_lse.stride(1),
         num_m_blocks, splits,
-        GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n,
+        GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, **quant_flags,
     )  # fmt: skip
     _reduce_kernel[(num_q,)](
         mid_o, mid_lse, out, lse,
@@ -246,14 +267,15 @@ def cascade_decode_attention(
     own: DecodeItems,
     shared: DecodeItems | None,
     scale: float,
+    kv_scales: KVScales | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Each request attends to its own slots (`own`: one item per request, rows in batch order);
     each group of requests under a shared prefix attends to it together (`shared`: one item per
     group); the two partial results are merged by log-sum-exp. Returns (out [B, H, D], lse)."""
-    out, lse = decode_attention(q, k_buf, v_buf, own, scale)
+    out, lse = decode_attention(q, k_buf, v_buf, own, scale, kv_scales)
     if shared is None:
         return out, lse
-    part, part_lse = decode_attention(q, k_buf, v_buf, shared, scale)
+    part, part_lse = decode_attention(q, k_buf, v_buf, shared, scale, kv_scales)
     rows = shared.q_rows
     out[rows], lse[rows] = merge_state(out[rows], lse[rows], part, part_lse)
     return out, lse

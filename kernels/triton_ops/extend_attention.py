@@ -8,7 +8,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.triton_ops.online_softmax import attend_block, empty_result, finish, load_rows
+from kernels.triton_ops.kv_scales import KVScales, scale_args
+from kernels.triton_ops.online_softmax import attend_block, empty_result, finish, load_kv_rows
 
 
 @triton.jit
@@ -16,6 +17,10 @@ def _extend_kernel(
     Q,
     K,
     V,
+    KScale,
+    KOffset,
+    VScale,
+    VOffset,
     Out,
     qo_indptr,
     kv_indptr,
@@ -28,12 +33,15 @@ def _extend_kernel(
     stride_kh,
     stride_vs,
     stride_vh,
+    scale_stride,
     stride_ot,
     stride_oh,
     GROUP: tl.constexpr,
     HEAD_DIM: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    DEQUANT: tl.constexpr,
+    HAS_OFFSET: tl.constexpr,
 ):
     req = tl.program_id(0)
     head = tl.program_id(1)
@@ -65,8 +73,14 @@ def _extend_kernel(
         n = start + offs_n
         n_valid = n < hi
         slot = tl.load(kv_indices + kv_start + n, mask=n_valid, other=0).to(tl.int64)
-        k = load_rows(K, slot, stride_ks, kv_head * stride_kh, offs_d, n_valid)
-        v = load_rows(V, slot, stride_vs, kv_head * stride_vh, offs_d, n_valid)
+        k = load_kv_rows(
+            K, KScale, KOffset, slot, stride_ks, kv_head, stride_kh, scale_stride, offs_d,
+            n_valid, DEQUANT, HAS_OFFSET,
+        )  # fmt: skip
+        v = load_kv_rows(
+            V, VScale, VOffset, slot, stride_vs, kv_head, stride_vh, scale_stride, offs_d,
+            n_valid, DEQUANT, HAS_OFFSET,
+        )  # fmt: skip
         visible = n_valid[None, :] & (n[None, :] <= q_pos[:, None])
         top, total, acc = attend_block(q, k, v, visible, scale, top, total, acc)
     out, _ = finish(top, total, acc)
@@ -87,10 +101,12 @@ def extend_attention(
     prefix_lens: torch.Tensor,
     max_extend_len: int,
     scale: float,
+    kv_scales: KVScales | None = None,
 ) -> torch.Tensor:
     """q: [T, H, D], the new tokens of every request back to back (`qo_indptr`). Request r's
     keys are the slots `kv_indices[kv_indptr[r]:kv_indptr[r+1]]`: its prefix of `prefix_lens[r]`
-    tokens, then its new tokens. Returns [T, H, D] like q."""
+    tokens, then its new tokens. With `kv_scales` the buffers hold codes, dequantized as they
+    load. Returns [T, H, D] like q."""
     num_tokens, num_heads, head_dim = q.shape
     group = num_heads // k_buf.shape[1]
     out = torch.empty_like(q)
@@ -99,14 +115,15 @@ def extend_attention(
     block_m = 64 if head_dim <= 64 else 32
     block_n = 64 if head_dim <= 64 else 32
     grid = (qo_indptr.numel() - 1, num_heads, triton.cdiv(max_extend_len, block_m))
+    quant_args, quant_flags = scale_args(kv_scales, k_buf)
     _extend_kernel[grid](
-        q, k_buf, v_buf, out,
+        q, k_buf, v_buf, *quant_args[:4], out,
         qo_indptr, kv_indptr, kv_indices, prefix_lens,
         scale,
         q.stride(0), q.stride(1),
         k_buf.stride(0), k_buf.stride(1),
-        v_buf.stride(0), v_buf.stride(1),
+        v_buf.stride(0), v_buf.stride(1), quant_args[4],
         out.stride(0), out.stride(1),
-        GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n,
+        GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, **quant_flags,
     )  # fmt: skip
     return out

@@ -11,13 +11,25 @@ import triton.language as tl
 
 
 @triton.jit
-def load_rows(Buf, slot, stride_slot, head_offset, offs_d, valid):
-    """Rows `slot` of one head of a pool buffer: [len(slot), head_dim], 0 where not `valid`."""
-    return tl.load(
-        Buf + slot[:, None] * stride_slot + head_offset + offs_d[None, :],
-        mask=valid[:, None],
-        other=0.0,
-    )
+def load_kv_rows(
+    Buf, Scale, Offset, slot, stride_slot, head, stride_head, scale_stride, offs_d, valid,
+    DEQUANT: tl.constexpr, HAS_OFFSET: tl.constexpr,
+):  # fmt: skip
+    """Rows `slot` of KV head `head` of a pool buffer: [len(slot), head_dim], 0 where not `valid`.
+    With DEQUANT the buffer holds codes, turned into values here: code * scale (+ offset), the
+    scale at `slot * scale_stride + head` (see KVScales)."""
+    ptrs = Buf + slot[:, None] * stride_slot + head * stride_head + offs_d[None, :]
+    if DEQUANT:
+        # Rows not `valid` read slot 0 (every caller passes the scratch slot there) and are zeroed
+        # after: a masked load cannot fill fp8 codes with a default.
+        at = slot * scale_stride + head
+        x = tl.load(ptrs).to(tl.float32) * tl.load(Scale + at).to(tl.float32)[:, None]
+        if HAS_OFFSET:
+            x += tl.load(Offset + at).to(tl.float32)[:, None]
+        x = tl.where(valid[:, None], x, 0.0)
+    else:
+        x = tl.load(ptrs, mask=valid[:, None], other=0.0)
+    return x
 
 
 @triton.jit

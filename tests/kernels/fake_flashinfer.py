@@ -4,7 +4,9 @@ the FlashInfer backend's planning runs on a machine without CUDA.
 Beyond computing attention, every `plan` checks what the backend promises FlashInfer: int32
 indices, page size 1, one token in every last page, at least one page per item (FlashInfer does
 not document what an empty item gives), and indptrs on the host (a device indptr would be copied
-back by the real planner: a sync per step).
+back by the real planner: a sync per step). Like FlashInfer, `run` refuses q and K/V whose dtypes
+are not the planned `q_data_type` and `kv_data_type` (fp8 K/V with float queries included), and
+takes optional scalar `k_scale` (folded into the softmax scale) and `v_scale` (on the output).
 """
 
 from __future__ import annotations
@@ -40,11 +42,22 @@ class _Paged:
         self.qo, self.kv = qo_indptr.tolist(), kv_indptr.tolist()
         self.indices, self.causal = kv_indices.long(), causal
         self.heads, self.kv_heads, self.scale = heads, kv_heads, sm_scale or dim**-0.5
+        assert q_data_type is not None, "plan without q_data_type assumes float16"
+        self.q_dtype, self.kv_dtype = q_data_type, kv_data_type or q_data_type
         self.plan_calls += 1
 
-    def run_with_lse(self, q, paged_kv):
+    def run_with_lse(self, q, paged_kv, k_scale=None, v_scale=None):
         k_cache, v_cache = (c[:, 0] for c in paged_kv)  # page size 1: [pages, Hkv, D]
         assert q.shape[1] == self.heads and k_cache.shape[1] == self.kv_heads
+        if (
+            q.dtype != self.q_dtype
+            or k_cache.dtype != self.kv_dtype
+            or v_cache.dtype != self.kv_dtype
+        ):
+            raise ValueError(
+                f"run: q {q.dtype} / kv {k_cache.dtype}, planned {self.q_dtype} / {self.kv_dtype}"
+            )
+        scale = self.scale * (1.0 if k_scale is None else k_scale)
         out = torch.empty(q.shape, dtype=torch.float32, device=q.device)
         lse = torch.empty(q.shape[:2], dtype=torch.float32, device=q.device)
         for i in range(len(self.qo) - 1):
@@ -53,12 +66,12 @@ class _Paged:
             q_pos = None
             if self.causal:
                 q_pos = torch.arange(len(q_i), device=q.device) + len(pages) - len(q_i)
-            o, s = attention(q_i, k_cache[pages], v_cache[pages], self.scale, q_pos)
+            o, s = attention(q_i, k_cache[pages], v_cache[pages], scale, q_pos)
             out[self.qo[i] : self.qo[i + 1]], lse[self.qo[i] : self.qo[i + 1]] = o, s
-        return out, lse
+        return out * (1.0 if v_scale is None else v_scale), lse
 
-    def run(self, q, paged_kv):
-        return self.run_with_lse(q, paged_kv)[0].to(q.dtype)
+    def run(self, q, paged_kv, k_scale=None, v_scale=None):
+        return self.run_with_lse(q, paged_kv, k_scale, v_scale)[0].to(q.dtype)
 
 
 class BatchPrefillWithPagedKVCacheWrapper(_Paged):

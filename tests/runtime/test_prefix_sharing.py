@@ -151,17 +151,18 @@ def test_memory_pressure_retracts_and_outputs_stay_the_same(prompts, no_cache_ou
         assert info["kv_free_tokens"] + info["cache_tokens"] == 300
 
 
-# int4 is left out: under pressure its outputs parted from its own unpressured ones within
-# the first 12 tokens, which is not explained yet.
-@pytest.mark.parametrize("kv", QUANTIZED[:1], ids=lambda kv: kv[0])
+@pytest.mark.parametrize("kv", QUANTIZED, ids=lambda kv: kv[0])
 def test_quantized_cache_under_memory_pressure_gives_its_own_outputs(kv, prompts):
     """Retraction and eviction with a quantized pool: every request runs to its end and starts
-    as it does in the same format with room to spare, and the slots add up afterwards. (Later
-    tokens may differ: a recomputed token is quantized from float values that differ in the
-    last bits, and a code that rounds the other way can tip a near tie.)"""
+    as it does in the same format with room to spare, and the slots add up afterwards.
+
+    The model runs in float32: in bfloat16 the batch a token is computed in changes its K/V in
+    the last bits (the pressured run batches requests differently), and an int4 code that rounds
+    the other way tips a near tie within a few tokens. (Later tokens may still differ: a token
+    recomputed after a retraction is summed in another order, with the same effect.)"""
     fmt, page = kv
     params = {**GREEDY, "max_new_tokens": 60}
-    common = {"kv_cache_dtype": fmt, "page_size": page, "log_level": "warning"}
+    common = {"kv_cache_dtype": fmt, "page_size": page, "log_level": "warning", **REFERENCE}
     with Engine(max_total_tokens=4096, disable_radix_cache=True, **common) as eng:
         ref = [r["output_ids"] for r in eng.generate(input_ids=prompts, sampling_params=params)]
     with Engine(max_total_tokens=260, debug_check_memory=True, **common) as eng:
