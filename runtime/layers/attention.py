@@ -18,6 +18,8 @@ class PagedAttention(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch) -> torch.Tensor:
         """q: [T, H, D], k/v: [T, Hkv, D] -> [T, H * D]."""
+        if batch.query_capture is not None:
+            batch.query_capture.record(self.layer_id, q)
         out = _eager_attention(self.backend, q, k, v, self, batch)
         return out.reshape(q.shape[0], self.num_heads * self.head_dim)
 
