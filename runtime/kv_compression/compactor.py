@@ -40,8 +40,10 @@ class KVCompactor:
         self.num_layers = self.kv_pool.num_layers
         self.default = server_spec(args.kv_compression, args.kv_compression_budget)
         self.min_tokens = args.kv_compression_min_tokens
-        if self.default is not None and self.kv_pool.quantized:
-            raise ValueError("kv_compression: needs an exact KV cache (--kv-cache-dtype auto)")
+        # FlashInfer's decode reads one slot list per request for every layer
+        self.per_layer = args.attention_backend != "flashinfer"
+        if self.default is not None:
+            self._check(self.default, "kv_compression")
         self.tokens_saved = 0  # prompt KV tokens dropped, over all compactions
 
     def spec_for(self, inp) -> dict | None:
@@ -49,12 +51,17 @@ class KVCompactor:
         spec = spec_for(
             inp.params.kv_compression, self.default, len(inp.input_ids), self.min_tokens
         )
-        if spec is not None and self.kv_pool.quantized:
-            raise ValueError(
-                "sampling_params.kv_compression: needs an exact KV cache; this server stores "
-                "it quantized (--kv-cache-dtype)"
-            )
+        if spec is not None:
+            self._check(spec, "sampling_params.kv_compression")
         return spec
+
+    def _check(self, spec: dict, field: str) -> None:
+        if self.kv_pool.quantized:
+            raise ValueError(f"{field}: needs an exact KV cache; this server quantizes it")
+        if spec["method"] == "pyramidkv" and not self.per_layer:
+            raise ValueError(
+                f"{field}.method: pyramidkv needs the torch_native or triton attention backend"
+            )
 
     def admit(self, req) -> None:
         """Starts the bookkeeping of a compressing request that was just given its slot."""
