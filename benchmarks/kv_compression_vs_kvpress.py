@@ -1,8 +1,8 @@
 """Our KV compression selection against kvpress 0.5.5, position for position, and greedy output.
 
     scripts/peers.sh kvpress      # once: kvpress into .venv-kvpress
-    PYTHONPATH=$PWD .venv/bin/python benchmarks/kv_compression_vs_kvpress.py [--lengths 600 1500]
-        [--budgets 128 512 1280] [--url http://127.0.0.1:PORT]   # --url: also our server's output
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/kv_compression_vs_kvpress.py [--lengths 500 1300]
+        [--budgets 128 512] [--url http://127.0.0.1:PORT]   # --url: also our server's output
 
 On the default model (the safetensors folder our loader writes from the GGUF file), float32:
 kvpress runs in its own environment (`peers/kvpress_positions.py`) and reports, per prompt,
@@ -61,15 +61,17 @@ def kvpress_python() -> str:
     return py
 
 
-def run_kvpress(folder, prompts, configs, budgets, new_tokens: int) -> dict:
+def run_kvpress(folder, prompts, configs, budgets, new_tokens: int, extra=()) -> dict:
+    """`extra`: (config name, budget) pairs run besides every config at every budget."""
+    plan = [(c, b) for b in budgets for c in configs]
+    plan += [(c, b) for name, b in extra for c in configs if c[0] == name]
     request = {
         "folder": folder,
         "prompts": prompts,
         "new_tokens": new_tokens,
         "configs": [
             {"name": name, "press": press, "kwargs": kw, "budget": b}
-            for b in budgets
-            for name, press, kw, _, _ in configs
+            for (name, press, kw, _, _), b in plan
         ],
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -152,8 +154,15 @@ def write_fixture(path, folder, tok) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--lengths", type=int, nargs="+", default=[600, 1500])
-    ap.add_argument("--budgets", type=int, nargs="+", default=[128, 512, 1280])
+    ap.add_argument("--lengths", type=int, nargs="+", default=[500, 1300])
+    ap.add_argument("--budgets", type=int, nargs="+", default=[128, 512])
+    ap.add_argument(
+        "--pyramid-budget",
+        type=int,
+        default=1280,
+        help="also PyramidKV's defaults at this budget, where its schedule leaves the SnapKV"
+        " fallback (budget >= beta * window_size = 1280); on prompts longer than it",
+    )
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--url", help="our server, for its greedy output with the same spec")
     ap.add_argument("--fixture", help="write the small test record here and stop")
@@ -169,7 +178,8 @@ def main() -> None:
     tasks = [kv_tasks.needle(tok, args.lengths[0], 0.3, 0)]
     tasks += [kv_tasks.documents(tok, n, 0.5, i) for i, n in enumerate(args.lengths[1:])]
     prompts = [kv_tasks.turn_ids(tok, t, []) for t in tasks]
-    res = run_kvpress(folder, prompts, CONFIGS, args.budgets, args.new_tokens)
+    extra = [("pyramidkv", args.pyramid_budget), ("snapkv", args.pyramid_budget)]
+    res = run_kvpress(folder, prompts, CONFIGS, args.budgets, args.new_tokens, extra)
     logger.info("kvpress %s, transformers %s there; key match error %.1e", res["kvpress"],
                 res["transformers"], res["key_match_max_error"])  # fmt: skip
     by_name = {c[0]: c for c in CONFIGS}

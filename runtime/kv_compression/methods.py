@@ -4,6 +4,7 @@ The one place the selection rules live; the runtime feeds it one layer's keys an
 keeps what it returns. The rules follow NVIDIA kvpress 0.5.5 (StreamingLLMPress, SnapKVPress,
 PyramidKVPress, ObservedAttentionPress) so the two can be compared position for position:
 `budget` is what kvpress calls `int(n * (1 - compression_ratio))`, the tokens kept per KV head.
+H2O keeps going during decoding: see `accumulate_attention` and `h2o_keep` below.
 """
 
 from __future__ import annotations
@@ -38,7 +39,13 @@ def _int_field(spec: dict, name: str, minimum: int) -> int:
 
 
 def validate_spec(spec: dict) -> dict:
-    """The request's `kv_compression` object with every option filled in; ValueError names the field."""
+    """The request's `kv_compression` object with every option filled in.
+
+    Options per method (defaults as kvpress): streamingllm n_sink=4; snapkv window_size=64,
+    kernel_size=5 (odd); pyramidkv the same and beta=20; h2o recent_size=budget//2 and
+    window_size=None (every prompt query scores; an int: only the last ones). A ValueError
+    names the field first ("budget: must be ...") so callers can prefix where it came from.
+    """
     if not isinstance(spec, dict):
         raise ValueError(f"kv_compression: must be an object with method and budget, got {spec!r}")
     method = spec.get("method")
