@@ -4,6 +4,8 @@ changes the tokens. StreamingLLM needs no queries, so the stub (which has no att
 
 from __future__ import annotations
 
+import pytest
+
 from runtime.io_struct import TokenizedGenerateRequest
 from runtime.sampling import SamplingParams
 from runtime.scheduler.scheduler import Scheduler
@@ -14,9 +16,10 @@ PROMPT = list(range(1, 41))  # 40 distinct tokens
 SPEC = {"method": "streamingllm", "budget": 12, "n_sink": 4}
 
 
-def make_scheduler(max_total_tokens=128, chunk=64) -> Scheduler:
+def make_scheduler(max_total_tokens=128, chunk=64, page_size=1) -> Scheduler:
     args = SchedulerArgs(
         max_total_tokens=max_total_tokens,
+        page_size=page_size,
         max_running_requests=4,
         max_prefill_tokens=chunk,
         chunked_prefill_size=chunk,
@@ -92,14 +95,18 @@ def test_short_prompt_is_left_exact():
     assert sched.flush_cache() and sched.kv_pool.available_size() == 64
 
 
-def test_finish_frees_exactly_the_private_slots():
-    sched = make_scheduler()
+@pytest.mark.parametrize("page_size", [1, 16])
+def test_finish_frees_exactly_the_private_slots(page_size):
+    # with pages of 16, the prompt's last 8 tokens are no whole page: the tree keeps 32, and
+    # the request's own 8 exact slots go back to the pool when it compacts
+    sched = make_scheduler(page_size=page_size)
     sched.add_request(request("c", PROMPT, 5))
     run(sched, until=lambda got: len(got.get("c", [])) == 3)
     (req,) = sched.running
     assert req.kv_dropped == 40 - 12
     mine = private_slots(sched, req)
     assert len(mine) == 12 + 2  # compacted prompt and the decoded tokens so far
+    assert sched.cache.total_size() == 40 - 40 % page_size
     free_before = sched.kv_pool.free_slot_set()
     cached_before = sched.cache.total_size()
     run(sched)
