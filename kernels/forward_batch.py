@@ -68,7 +68,8 @@ class ForwardBatch:
     # slots (PyramidKV): (batch row, per layer the first table column it does not read, the
     # column where reading resumes). Empty for every other batch.
     kv_holes: list[tuple[int, list[int], int]] = field(default_factory=list)
-    # Extend only: records the queries that KV compression scores prompt positions with.
+    # Set when KV compression needs the queries: `record(layer_id, q, batch)` runs after each
+    # layer's attention (prefill: the prompt's last queries; decode: H2O's attention scores).
     query_capture: object = None
     attn_metadata: object = None  # filled by the attention backend
 

@@ -21,6 +21,8 @@ class CompressionState:
     # after compaction, when layers keep different counts (PyramidKV): per layer the first
     # table column it does not read, and the column where reading resumes
     holes: tuple[list[int], int] | None = None
+    # H2O: attention accumulated per layer, KV head and private column, [layers, Hkv, width]
+    scores: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         self.queries = [None] * self.num_layers
@@ -33,7 +35,7 @@ class QueryCapture:
     def __init__(self, items: list[tuple[CompressionState, int, int]]) -> None:
         self.items = items
 
-    def record(self, layer_id: int, q: torch.Tensor) -> None:
+    def record(self, layer_id: int, q: torch.Tensor, batch=None) -> None:
         """q: [num_tokens, num_heads, head_dim], post-rotary."""
         for state, lo, hi in self.items:
             w = state.window

@@ -20,8 +20,9 @@ import logging
 
 import torch
 
+from runtime.kv_compression import h2o
 from runtime.kv_compression.capture import CompressionState
-from runtime.kv_compression.methods import queries_needed, select_positions
+from runtime.kv_compression.methods import observed_attention, queries_needed, select_positions
 from runtime.kv_compression.spec import server_spec, spec_for
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,20 @@ class KVCompactor:
         """Starts the bookkeeping of a compressing request that was just given its slot."""
         window = queries_needed(req.kv_compression, req.fill_len - req.kv_len)
         req.kv_state = CompressionState(req.kv_len, window, self.num_layers)
+        if h2o.is_h2o(req):
+            req.kv_state.scores = h2o.start_scores(
+                req, self.num_layers, self.kv_pool.num_kv_heads, self.table.device
+            )
+
+    def before_decode(self, reqs: list) -> None:
+        """H2O requests past their budget evict before the step."""
+        for req in reqs:
+            if h2o.is_h2o(req):
+                h2o.evict(req, self.kv_pool, self.table)
+
+    def observer(self, reqs: list):
+        """What a decode batch records for H2O (None when no request in it uses H2O)."""
+        return h2o.observer_for(reqs)
 
     def select(self, req, slots: torch.Tensor) -> list[torch.Tensor]:
         """Per layer, the kept positions (indices into `slots`) per KV head, [Hkv, k_l]."""
@@ -76,17 +91,20 @@ class KVCompactor:
             k_buf, _ = self.kv_pool.get_kv(layer)
             keys = k_buf[slots].transpose(0, 1).float()  # [Hkv, n, D]
             q = state.queries[layer]
-            kept.append(
-                select_positions(
-                    spec["method"],
-                    keys=keys,
-                    queries=None if q is None else q.transpose(0, 1),  # [H, w, D]
-                    budget=spec["budget"],
-                    layer=layer,
-                    num_layers=self.num_layers,
-                    options=options_of(spec),
-                ).to(slots.device)
-            )
+            queries = None if q is None else q.transpose(0, 1)  # [H, w, D]
+            idx = select_positions(
+                spec["method"],
+                keys=keys,
+                queries=queries,
+                budget=spec["budget"],
+                layer=layer,
+                num_layers=self.num_layers,
+                options=options_of(spec),
+            ).to(slots.device)
+            if state.scores is not None:  # H2O goes on from the prompt's attention
+                seen = observed_attention(keys, queries[:, -keys.shape[1] :])[0]
+                state.scores[layer, :, : idx.shape[1]] = seen.gather(1, idx)
+            kept.append(idx)
         return kept
 
     def compress(self, req) -> None:
@@ -110,6 +128,8 @@ class KVCompactor:
             new = self.memory.alloc_kv(width).to(self.table.device)
         except RuntimeError:
             logger.warning("request %s: no room for its compacted KV; it stays exact", req.rid)
+            if state.scores is not None:  # they were for the kept positions
+                state.scores.zero_()
             return
         heads = torch.arange(self.kv_pool.num_kv_heads, device=slots.device)[:, None]
         for layer, idx in enumerate(kept):

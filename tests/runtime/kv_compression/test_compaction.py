@@ -140,3 +140,22 @@ def test_retracted_compressed_request_frees_its_slots_and_resumes():
     assert sched.stats.retractions > 0
     assert all(len(got[rid]) == 40 for rid in prompts)
     assert sched.flush_cache() and sched.kv_pool.available_size() == 96
+
+
+def test_h2o_evicts_while_decoding_and_frees_exactly():
+    # a prompt within the budget stays exact (and cached); the decoded tokens past budget + 32
+    # are evicted down to the budget in place
+    sched = make_scheduler()
+    spec = {"method": "h2o", "budget": 8}
+    sched.add_request(request("c", PROMPT[:6], 60, spec))
+    sched.add_request(request("plain", [70 + i for i in range(8)], 60, spec=None))
+    got = run(sched, until=lambda got: len(got.get("c", [])) == 45)
+    req = next(r for r in sched.running if r.rid == "c")
+    assert req.kv_dropped == 32 and req.kv_len - req.kv_dropped - req.cache_owned_len == 8 + 4
+    mine = private_slots(sched, req)
+    free_before = sched.kv_pool.free_slot_set()
+    (out,) = sched.abort_request("c")
+    assert sched.kv_pool.free_slot_set() - free_before == mine
+    got = run(sched)
+    assert got["plain"][-1] == expected_output([70 + i for i in range(8)], 60)[-1]
+    assert sched.flush_cache() and sched.kv_pool.available_size() == 128

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from runtime.io_struct import TokenizedGenerateRequest
+from runtime.kv_compression import h2o
 from runtime.model_loader.loader import load_tokenizer
 from runtime.model_runner import ModelRunner
 from runtime.sampling import SamplingParams
@@ -67,4 +68,23 @@ def test_compressed_requests_beside_an_exact_one(parts):
     assert "pyr" in holes  # its upper layers read fewer slots than its lower ones
     # the exact prompts stayed cached for the next request on them
     assert len(sched.cache.match_prefix(snap)[0]) == len(snap)
+    assert sched.flush_cache() and runner.kv_pool.available_size() == POOL
+
+
+def test_h2o_scores_the_prompt_then_evicts_while_decoding(parts, monkeypatch):
+    monkeypatch.setattr(h2o, "EVICT_EVERY", 4)  # an eviction within a few steps
+    runner, tok = parts
+    sched = Scheduler(runner, tok, {tok.eos_token_id})
+    ids = document(tok, 11)
+    params = {"temperature": 0, "max_new_tokens": 8, "ignore_eos": True}
+    params["kv_compression"] = {"method": "h2o", "budget": 16}
+    sched.add_request(TokenizedGenerateRequest("h", ids, SamplingParams.from_dict(params)))
+    outs, dropped = [], 0
+    while sched.has_work():
+        dropped = max([dropped] + [r.kv_dropped for r in sched.running])
+        outs += sched.step()
+        sched.check_memory()
+    assert sum(len(o.new_token_ids) for o in outs) == 8
+    assert outs[-1].kv_tokens_kept == 16
+    assert dropped == (len(ids) - 16) + 4  # the prompt, then one eviction of 4 columns
     assert sched.flush_cache() and runner.kv_pool.available_size() == POOL
