@@ -22,10 +22,25 @@ import torch
 
 from runtime.kv_compression import h2o
 from runtime.kv_compression.capture import CompressionState
-from runtime.kv_compression.methods import observed_attention, queries_needed, select_positions
+from runtime.kv_compression.methods import (
+    layer_budget,
+    observed_attention,
+    queries_needed,
+    select_positions,
+)
 from runtime.kv_compression.spec import server_spec, spec_for
 
 logger = logging.getLogger(__name__)
+
+
+def compaction_slots(spec: dict | None, region: int, num_layers: int) -> int:
+    """Slots a request compressing `region` prompt tokens takes for its compacted copies (the
+    largest layer budget; 0 when nothing would be dropped). Admission keeps them free: the
+    exact prompts of the requests prefilled beside it stay locked until each compacts."""
+    if spec is None:
+        return 0
+    width = layer_budget(spec, region, 0, num_layers)  # layer 0 keeps the most
+    return width if width < region else 0
 
 
 def options_of(spec: dict) -> dict:

@@ -130,10 +130,10 @@ def test_abort_frees_exactly_the_private_slots():
 
 
 def test_retracted_compressed_request_frees_its_slots_and_resumes():
-    # four compressed requests whose outputs outgrow the pool: some are retracted, re-prefilled
+    # six compressed requests whose outputs outgrow the pool: some are retracted, re-prefilled
     # from the exact prompt still cached (or recomputed), and finish
     sched = make_scheduler(96, chunk=32)
-    prompts = {f"r{i}": [100 + 10 * i + j for j in range(30)] for i in range(4)}
+    prompts = {f"r{i}": [100 + 10 * i + j for j in range(30)] for i in range(6)}
     for rid, p in prompts.items():
         sched.add_request(request(rid, p, 40))
     got = run(sched)
@@ -159,3 +159,18 @@ def test_h2o_evicts_while_decoding_and_frees_exactly():
     got = run(sched)
     assert got["plain"][-1] == expected_output([70 + i for i in range(8)], 60)[-1]
     assert sched.flush_cache() and sched.kv_pool.available_size() == 128
+
+
+def test_admission_keeps_room_for_the_compacted_copies():
+    # two 40-token prompts would fill 80 of the 90 slots, each locked until it compacts: were
+    # both admitted together, neither would find 12 slots for its copies
+    sched = make_scheduler(90, chunk=128)
+    for i in range(2):
+        sched.add_request(request(f"r{i}", [i * 50 + j for j in range(1, 41)], 4))
+    kept = {}
+    while sched.has_work():
+        for out in sched.step():
+            kept[out.rid] = out.kv_tokens_kept
+        sched.check_memory()
+    assert kept == {"r0": 12, "r1": 12}
+    assert sched.flush_cache() and sched.kv_pool.available_size() == 90
