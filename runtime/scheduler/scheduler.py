@@ -330,6 +330,7 @@ class Scheduler:
             "pinned_tokens": self.pins.pinned_tokens() if self.pins is not None else 0,
             "num_pins": len(self.pins.pins) if self.pins is not None else 0,
             "max_pinned_tokens": self.pins.max_tokens if self.pins is not None else 0,
+            "kv_compression_saved_tokens": self.compactor.tokens_saved,
         }
 
     def _log_stats(self) -> None:

@@ -65,6 +65,7 @@ def test_compacted_table_reads_sinks_and_recent_window():
     kept = PROMPT[:4] + PROMPT[-8:]
     assert got["c"] == compressed_output(PROMPT, kept, 6)
     assert got["plain"] == expected_output([50 + i for i in range(20)], 6)
+    assert sched.load_stats()["kv_compression_saved_tokens"] == 40 - 12
     # the exact prompt stayed in the tree: the next request on it hits all of it
     assert len(sched.cache.match_prefix(PROMPT)[0]) == 40
     sched.add_request(request("again", PROMPT + [99], 2, spec=None))
