@@ -107,7 +107,9 @@ def report(records: list[dict]) -> None:
         cells[(r["system"], r["method"], r["budget"], r["kind"], r["turn"])].append(r["correct"])
     rows = sorted({(s, m, b) for s, m, b, _, _ in cells}, key=lambda x: (x[0], x[1] != "full", x))
     cols = [(k, t) for k in kinds for t in sorted({c[4] for c in cells if c[3] == k})]
-    head = " ".join(f"{k[:9]}{'/t' + str(t + 1) if t else '':>3}" for k, t in cols)
+    head = " ".join(
+        f"{k[:9]}{' t' + str(t + 1) if k == 'two_keys' else ''}".rjust(12) for k, t in cols
+    )
     print(f"{'system':<8} {'method':<13} {'budget':>6}  {head}")
     for s, m, b in rows:
         vals = []
