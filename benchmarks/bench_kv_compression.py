@@ -73,7 +73,7 @@ def run_ours(url: str, tok, tasks, plan, new_tokens: int) -> list[dict]:
                 text = out["text"]
                 answers.append(text)
                 records.append(
-                    {"system": "ours", "kind": task.kind, "n_tokens": len(body["input_ids"]),
+                    {"system": "ours", "kind": task.kind, "prompt_tokens": len(body["input_ids"]),
                      "depth": task.depth, "method": method, "budget": budget, "turn": turn,
                      "text": text, "correct": kv_tasks.correct(text, expected),
                      "kv_kept": out["meta_info"].get("kv_tokens_kept"),
@@ -134,7 +134,9 @@ def main() -> None:
     ap.add_argument("--budgets", type=int, nargs="+", default=[128, 256, 512, 1024])
     ap.add_argument("--lengths", type=int, nargs="+", default=[2000, 4500, 7000])
     ap.add_argument("--depths", type=float, nargs="+", default=[0.1, 0.5, 0.9])
-    ap.add_argument("--new-tokens", type=int, default=12)
+    ap.add_argument(
+        "--new-tokens", type=int, default=20, help="room for 'The code ... is' + 5 digits"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=os.path.join(HERE, "results", "kv_compression.jsonl"))
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks the script")

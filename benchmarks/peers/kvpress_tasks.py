@@ -47,7 +47,7 @@ def run_task(model, tok, task, cfg, new_tokens: int) -> list[dict]:
     cache, logits = prefill(model, ids, press)
     kept = [layer.keys.shape[2] for layer in cache.layers]
     out = greedy(model, cache, logits, len(ids), new_tokens)
-    records, answers = [], []
+    records, answers, full = [], [], ids
     for turn, (_, expected) in enumerate(task.turns):
         if turn:
             for layer, length in zip(cache.layers, kept):  # the answer's decode KV goes
@@ -63,7 +63,8 @@ def run_task(model, tok, task, cfg, new_tokens: int) -> list[dict]:
         text = answer(tok, out)
         answers.append(text)
         records.append(
-            {"turn": turn, "text": text, "correct": kv_tasks.correct(text, expected),
+            {"turn": turn, "prompt_tokens": len(full), "text": text,
+             "correct": kv_tasks.correct(text, expected),
              "kv_kept": sum(kept) / len(kept), "seconds": time.time() - t0}
         )  # fmt: skip
     return records
