@@ -75,6 +75,13 @@ class ForwardBatch:
     # Decode only: (batch rows, shared length) for requests whose first KV slots are one radix
     # prefix, which backends attend to once for the whole group (cascade attention).
     prefix_groups: list[tuple[list[int], int]] = field(default_factory=list)
+    # Decode only: rows of compressed requests whose layers keep different numbers of prompt
+    # slots (PyramidKV): (batch row, per layer the first table column it does not read, the
+    # column where reading resumes). Empty for every other batch.
+    kv_holes: list[tuple[int, list[int], int]] = field(default_factory=list)
+    # Set when KV compression needs the queries: `record(layer_id, q, batch)` runs after each
+    # layer's attention (prefill: the prompt's last queries; decode: H2O's attention scores).
+    query_capture: object = None
     attn_metadata: object = None  # filled by the attention backend
 
     @property

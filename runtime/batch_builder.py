@@ -55,16 +55,21 @@ class BatchBuilder:
         seq_lens: list[int],
         prefix_lens: list[int] | None = None,
         extend_lens: list[int] | None = None,
+        columns: list[int] | None = None,
     ) -> ForwardBatch:
         """A batch whose new tokens (one per request in decode, `extend_lens` of them in
-        extend) sit at `positions` and write their KV to `out_cache_loc` (CPU int64)."""
-        ids_t, pos_t, pool_t, seq_t, ext_t, loc_t = self._upload(
-            [input_ids, positions, req_pool_indices, seq_lens, extend_lens or []], out_cache_loc
+        extend) sit at `positions` and write their KV to `out_cache_loc` (CPU int64).
+
+        A token's KV slot goes into its request's table at its position, or at `columns`
+        (decode only) for compressed requests, whose tables dropped some prompt positions."""
+        lists = [input_ids, positions, req_pool_indices, seq_lens, extend_lens or []]
+        ids_t, pos_t, pool_t, seq_t, ext_t, *cols, loc_t = self._upload(
+            lists + ([columns] if columns is not None else []), out_cache_loc
         )
         rows = pool_t
         if mode is ForwardMode.EXTEND:
             rows = pool_t.repeat_interleave(ext_t, output_size=len(input_ids))
-        self.req_to_token[rows, pos_t] = loc_t
+        self.req_to_token[rows, cols[0] if cols else pos_t] = loc_t
         batch = ForwardBatch(
             mode=mode,
             input_ids=ids_t,

@@ -31,7 +31,12 @@ class CompiledDecode:
         return self.model.compute_logits(self.model(batch))
 
     def can_run(self, batch: ForwardBatch) -> bool:
-        return batch.is_decode and len(batch.seq_lens_cpu) <= self.max_bs
+        # H2O's per-step scoring runs Python after each layer: eager
+        return (
+            batch.is_decode
+            and len(batch.seq_lens_cpu) <= self.max_bs
+            and batch.query_capture is None
+        )
 
     def __call__(self, batch: ForwardBatch) -> torch.Tensor:
         return self.fn(batch)

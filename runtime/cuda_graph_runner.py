@@ -103,7 +103,7 @@ class CudaGraphRunner:
 
     def can_run(self, batch: ForwardBatch) -> bool:
         raw = len(batch.seq_lens_cpu)
-        if not batch.is_decode or raw > self.max_bs:
+        if not batch.is_decode or raw > self.max_bs or batch.kv_holes or batch.query_capture:
             return False
         padding = [1] * (self._padded_size(raw) - raw)
         return self.backend.cuda_graph_fits(batch.seq_lens_cpu + padding, batch.prefix_groups)

@@ -131,6 +131,7 @@ class TokenOutput:
     output_token_logprobs: list | None = None  # for new_token_ids
     output_top_logprobs: list | None = None
     queue_time: float | None = None  # seconds in the waiting queue before its first prefill
+    kv_tokens_kept: int | None = None  # KV compression: prompt KV tokens kept (layer mean)
 
 
 @dataclass
@@ -155,6 +156,7 @@ class ResultDelta:
     output_token_logprobs: list = field(default_factory=list)  # for output_ids
     output_top_logprobs: list = field(default_factory=list)
     queue_time: float | None = None
+    kv_tokens_kept: int | None = None
 
 
 @dataclass

@@ -63,6 +63,7 @@ class ResponseBuilder:
             cached_tokens=out.cached_tokens,
             finish_reason=fr.to_dict() if fr is not None else None,
             queue_time=out.queue_time,
+            kv_tokens_kept=out.kv_tokens_kept,
         )
         if out.input_token_logprobs is not None:
             delta.input_token_logprobs = [self._entry(lp, t) for lp, t in out.input_token_logprobs]
@@ -131,6 +132,8 @@ class RequestResult:
             completion_tokens=d.completion_tokens,
             cached_tokens=d.cached_tokens,
         )
+        if d.kv_tokens_kept is not None:
+            self.meta["kv_tokens_kept"] = d.kv_tokens_kept
         self.finish_reason = d.finish_reason
         if d.queue_time is not None:
             self.queue_time = d.queue_time

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from kernels.attention.registry import ATTENTION_BACKENDS
 from runtime.constrained.registry import GRAMMAR_BACKENDS
 from runtime.kv_cache_dtype import KV_CACHE_DTYPES
+from runtime.kv_compression.methods import METHODS
+from runtime.kv_compression.spec import server_spec
 from runtime.parsers.reasoning_parser import REASONING_PARSERS
 from runtime.parsers.tool_call_parser import TOOL_CALL_PARSERS
 from runtime.scheduler.schedule_policy import POLICIES
@@ -62,6 +64,9 @@ class SchedulerArgs:
     max_json_string_length: int | None = None  # a cap for strings a JSON schema leaves open
     debug_check_memory: bool = False  # assert the KV accounting after every step
     max_pinned_tokens: int | None = None  # cap on pinned prefix tokens; None: half the pool
+    kv_compression: str | None = None  # a method every prompt past the threshold compresses with
+    kv_compression_budget: int = 512
+    kv_compression_min_tokens: int = 0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -133,6 +138,8 @@ class SchedulerArgs:
             need(self.max_json_string_length >= 1, "max_json_string_length", "must be >= 1")
         if self.max_pinned_tokens is not None:
             need(self.max_pinned_tokens >= 0, "max_pinned_tokens", "must be >= 0")
+        need(self.kv_compression_min_tokens >= 0, "kv_compression_min_tokens", "must be >= 0")
+        server_spec(self.kv_compression, self.kv_compression_budget)
 
 
 @dataclass
@@ -225,6 +232,7 @@ _CHOICES = {
     "tool_call_parser": tuple(TOOL_CALL_PARSERS),
     "reasoning_parser": tuple(REASONING_PARSERS),
     "kv_cache_dtype": KV_CACHE_DTYPES,
+    "kv_compression": METHODS,
 }
 _CLI_FLAGS = [
     (
@@ -341,6 +349,9 @@ _CLI_FLAGS = [
         int,
         "most prefix tokens /pin_prefix may hold out of eviction (default: half the KV pool)",
     ),
+    ("--kv-compression", str, "compress prompts past --kv-compression-min-tokens with this"),
+    ("--kv-compression-budget", int, "prompt KV tokens a compressed request keeps (per layer)"),
+    ("--kv-compression-min-tokens", int, "prompts longer than this compress (--kv-compression)"),
     ("--max-fanout", int, "most sequences one request may start (its prompts times n)"),
     (
         "--max-queued-requests",

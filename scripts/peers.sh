@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the peers a user would pick instead of us, each into its own virtual environment beside
 # the checkout, so benchmarks/bench_peers.py can run them side by side with our server.
-#   scripts/peers.sh [all|vllm|llamacpp]
+#   scripts/peers.sh [all|vllm|llamacpp|kvpress]
 # Idempotent: a stamp file marks a finished install; it prints what it did or skipped.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -11,6 +11,7 @@ pybin="$(command -v python3.11 || command -v python3)"
 
 VLLM_VERSION=0.32.0
 LLAMACPP_VERSION=0.3.36
+KVPRESS_VERSION=0.5.5
 
 make_venv() {  # make_venv DIR: a fresh venv unless one is there already
   [ -x "$1/bin/python" ] || "$pybin" -m venv "$1"
@@ -54,9 +55,24 @@ install_llamacpp() {
   touch "$stamp"
 }
 
+install_kvpress() {
+  local venv="$root/.venv-kvpress" stamp="$root/.venv-kvpress/.installed-kvpress-$KVPRESS_VERSION"
+  if [ -f "$stamp" ]; then echo "kvpress $KVPRESS_VERSION: already in $venv"; return 0; fi
+  echo "kvpress $KVPRESS_VERSION: installing into $venv"
+  make_venv "$venv"
+  local py="$venv/bin/python"
+  # The CPU build of torch first, so nothing pulls a CUDA build; kvpress pins transformers<5.3.
+  "$py" -m pip install -q "torch==2.13.0"
+  "$py" -m pip install -q "torch==2.13.0" "kvpress==$KVPRESS_VERSION"
+  "$py" -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+  "$py" -c "import kvpress, transformers; print('kvpress: imports, transformers', transformers.__version__)"
+  touch "$stamp"
+}
+
 case "$what" in
-  all) install_vllm; install_llamacpp ;;
+  all) install_vllm; install_llamacpp; install_kvpress ;;
   vllm) install_vllm ;;
   llamacpp) install_llamacpp ;;
-  *) echo "usage: scripts/peers.sh [all|vllm|llamacpp]" >&2; exit 2 ;;
+  kvpress) install_kvpress ;;
+  *) echo "usage: scripts/peers.sh [all|vllm|llamacpp|kvpress]" >&2; exit 2 ;;
 esac

@@ -47,3 +47,17 @@ def ragged_kv_indices(
     )
     cols = torch.arange(total, device=device) + offset[item]
     return indptr, table[table_rows.long()[item], cols].to(torch.int32)
+
+
+def without_holes(
+    indptr: torch.Tensor, indices: torch.Tensor, holes: list[tuple[int, int, int]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The slot lists with entries left out: holes are (item, first offset left out within the
+    item, offset where it resumes). indptr on the host as `ragged_kv_indices` gives it."""
+    lens = (indptr[1:] - indptr[:-1]).tolist()
+    keep = torch.ones(indices.numel(), dtype=torch.bool)
+    for item, lo, hi in holes:
+        base = int(indptr[item])
+        keep[base + lo : base + hi] = False
+        lens[item] -= hi - lo
+    return host_indptr(lens), indices[keep.to(indices.device)]

@@ -15,6 +15,19 @@ class _DecodeMeta:
     suffix_idx: torch.Tensor  # [batch, max_suffix] each request's KV slots past its shared prefix
     suffix_mask: torch.Tensor  # [batch, 1, 1, max_suffix] 0 where the key is real, -inf past it
     groups: list[tuple[torch.Tensor, torch.Tensor]]  # (batch rows, shared prefix slots [P])
+    # rows whose layers read fewer compacted prompt slots: (rows [R], per layer the first
+    # unread suffix column [num_layers, R], the column where reading resumes [R])
+    holes: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+
+def _layer_mask(meta: _DecodeMeta, layer_id: int) -> torch.Tensor:
+    """The decode mask with the columns this layer does not read hidden (PyramidKV)."""
+    rows, starts, ends = meta.holes
+    offs = torch.arange(meta.suffix_mask.shape[-1], device=rows.device)
+    hide = (offs[None, :] >= starts[layer_id][:, None]) & (offs[None, :] < ends[:, None])
+    mask = meta.suffix_mask.clone()
+    mask[rows, 0, 0] = mask[rows, 0, 0].masked_fill(hide, float("-inf"))
+    return mask
 
 
 def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float, mask=None):
@@ -77,6 +90,14 @@ class TorchNativeBackend(AttentionBackend):
         real = offs[None, :] < torch.tensor(suffix_lens, device=kv.device)[:, None]
         mask = torch.zeros(real.shape, device=kv.device).masked_fill(~real, float("-inf"))
         batch.attn_metadata = _DecodeMeta(kv.gather(1, pos), mask[:, None, None, :], groups)
+        if batch.kv_holes:  # columns counted past each row's shared prefix
+            rows = [r for r, _, _ in batch.kv_holes]
+            starts = [[s - shared[r] for s in ss] for r, ss, _ in batch.kv_holes]
+            batch.attn_metadata.holes = (
+                torch.tensor(rows, device=kv.device),
+                torch.tensor(starts, device=kv.device).T,
+                torch.tensor([e - shared[r] for r, _, e in batch.kv_holes], device=kv.device),
+            )
 
     def forward_decode(self, q, k, v, layer, batch) -> torch.Tensor:
         pool = batch.kv_cache
@@ -91,7 +112,8 @@ class TorchNativeBackend(AttentionBackend):
         # row's own page is in its own slots, past any shared prefix.
         keys, values = pool.read_own_page(layer.layer_id, meta.suffix_idx, q.dtype)
         keys, values = keys.transpose(1, 2), values.transpose(1, 2)  # [B, Hkv, L, D]
-        out, lse = _attend(qg, keys, values, layer.scaling, meta.suffix_mask.to(q.dtype))
+        mask = meta.suffix_mask if meta.holes is None else _layer_mask(meta, layer.layer_id)
+        out, lse = _attend(qg, keys, values, layer.scaling, mask.to(q.dtype))
         for rows, slots in meta.groups:
             n = len(rows)
             qq = qg[rows].transpose(0, 1).reshape(1, hkv, -1, d)  # every row's queries at once

@@ -10,7 +10,12 @@ from dataclasses import dataclass, field
 import torch
 
 from kernels.attention.backend import AttentionBackend
-from kernels.attention.kv_indices import host_indptr, ragged_kv_indices, shared_prefix_lens
+from kernels.attention.kv_indices import (
+    host_indptr,
+    ragged_kv_indices,
+    shared_prefix_lens,
+    without_holes,
+)
 from kernels.triton_ops.decode_attention import (
     MAX_BLOCK_M,
     DecodeItems,
@@ -34,6 +39,7 @@ class _ExtendMeta:
 class _DecodeMeta:
     own: DecodeItems  # one item per request: its slots past its shared prefix
     shared: DecodeItems | None  # the shared pass: rows of a prefix group read its slots together
+    layer_own: list[DecodeItems] | None = None  # per layer, when layers read different slots
 
 
 @dataclass
@@ -117,6 +123,28 @@ class TritonBackend(AttentionBackend):
         batch.attn_metadata = self.decode_metadata(
             table, batch.req_pool_indices, seq_lens, batch.prefix_groups
         )
+        if batch.kv_holes:
+            batch.attn_metadata.layer_own = self._layer_own(batch, batch.attn_metadata.own)
+
+    def _layer_own(self, batch, own: DecodeItems) -> list[DecodeItems]:
+        """Per layer, each request's own slots without the columns that layer does not read
+        (a compressed request whose layers keep different numbers of prompt slots)."""
+        shared = shared_prefix_lens(len(batch.seq_lens_cpu), batch.prefix_groups)
+        indptr, indices = ragged_kv_indices(
+            batch.req_to_token, batch.req_pool_indices, shared, batch.seq_lens_cpu
+        )
+        num_layers = len(batch.kv_holes[0][1])
+        by_holes: dict[tuple, DecodeItems] = {}  # layers with the same budget share items
+        per_layer = []
+        for layer in range(num_layers):
+            holes = tuple((r, s[layer] - shared[r], e - shared[r]) for r, s, e in batch.kv_holes)
+            if holes not in by_holes:
+                ptr, idx = without_holes(indptr, indices, list(holes))
+                by_holes[holes] = DecodeItems(
+                    own.q_indptr, own.q_rows, self._to_device(ptr), idx, 1, own.num_splits
+                )
+            per_layer.append(by_holes[holes])
+        return per_layer
 
     def decode_metadata(self, table, req_pool_indices, seq_lens, prefix_groups) -> _DecodeMeta:
         b = len(seq_lens)
@@ -219,10 +247,11 @@ class TritonBackend(AttentionBackend):
         pool = batch.kv_cache
         pool.set_kv(layer.layer_id, batch.out_cache_loc, k, v)
         meta: _DecodeMeta = batch.attn_metadata
+        own = meta.own if meta.layer_own is None else meta.layer_own[layer.layer_id]
         out, _ = cascade_decode_attention(
             q,
             *pool.get_kv(layer.layer_id),
-            meta.own,
+            own,
             meta.shared,
             layer.scaling,
             pool.kv_scales(layer.layer_id),

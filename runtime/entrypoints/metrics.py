@@ -88,6 +88,9 @@ class Metrics:
         self.prompt_tokens = counter("prompt_tokens", "prompt tokens of finished requests")
         self.cached_tokens = counter("cached_tokens", "prompt tokens reused from the cache")
         self.generation_tokens = counter("generation_tokens", "tokens generated")
+        self.kv_saved = counter(
+            "kv_compression_saved_tokens", "prompt KV tokens dropped by KV compression"
+        )
         self.requests = counter("num_requests", "finished requests", ("finish_reason",))
         self.ttft = histogram(
             "time_to_first_token_seconds", "from arrival to the first generated token"
@@ -104,7 +107,12 @@ class Metrics:
         self.queue = histogram(
             "queue_time_seconds", "in the waiting queue before the first prefill"
         )
-        for family in (self.prompt_tokens, self.cached_tokens, self.generation_tokens):
+        for family in (
+            self.prompt_tokens,
+            self.cached_tokens,
+            self.generation_tokens,
+            self.kv_saved,
+        ):
             family.labels(model_name)  # shown as 0 before the first request
         for family in (self.ttft, self.itl, self.tpot, self.e2e, self.queue):
             family.labels(model_name)
@@ -125,6 +133,8 @@ class Metrics:
         if d.finish_reason is not None:
             self.prompt_tokens.labels(m).inc(d.prompt_tokens)
             self.cached_tokens.labels(m).inc(d.cached_tokens)
+            if d.kv_tokens_kept is not None:
+                self.kv_saved.labels(m).inc(max(0, d.prompt_tokens - d.kv_tokens_kept))
             self.requests.labels(m, d.finish_reason["type"]).inc()
             self.e2e.labels(m).observe(time.perf_counter() - r.created)
             if r.queue_time is not None:

@@ -56,6 +56,7 @@ class CommonRequest(VendorFields):
     rid: str | None = None
     timeout: float | None = Field(None, gt=0)  # seconds; then aborted with what it has
     response_format: dict | None = None
+    kv_compression: dict | None = None  # {"method": "snapkv", "budget": 512, ...options}
 
     def apply_response_format(self) -> None:
         """`response_format` or a vendor's guided decoding field becomes this request's
@@ -97,6 +98,7 @@ class CommonRequest(VendorFields):
             "json_schema",
             "ebnf",
             "logit_bias",
+            "kv_compression",
         ):
             value = getattr(self, name)
             if name == "json_schema" and isinstance(value, dict):

@@ -19,6 +19,8 @@ class PagedAttention(nn.Module):
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch) -> torch.Tensor:
         """q: [T, H, D], k/v: [T, Hkv, D] -> [T, H * D]."""
         out = _eager_attention(self.backend, q, k, v, self, batch)
+        if batch.query_capture is not None:  # after the backend stored this step's keys
+            batch.query_capture.record(self.layer_id, q, batch)
         return out.reshape(q.shape[0], self.num_heads * self.head_dim)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from runtime.kv_compression.spec import request_spec
+
 # SGLang's sampling params that ask for something this runtime does not do; accepted when empty.
 NOT_SUPPORTED = (
     "stop_regex",
@@ -42,6 +44,8 @@ class SamplingParams:
     no_stop_trim: bool = False  # keep the matched stop string or token in the text
     logit_bias: dict[int, float] | None = None  # token id -> added to its logit, in [-100, 100]
     structural_tag: str | None = None  # xgrammar's structural tag, as JSON (tool calls use it)
+    # keep only some prompt KV: {"method": "snapkv", "budget": 512, ...options}
+    kv_compression: dict | None = None
 
     @classmethod
     def from_dict(cls, params: dict | None) -> SamplingParams:
@@ -69,6 +73,8 @@ class SamplingParams:
                 params.pop(k, None)
         if "logit_bias" in params:
             params["logit_bias"] = _token_bias(params["logit_bias"])
+        if "kv_compression" in params:
+            params["kv_compression"] = request_spec(params["kv_compression"])
         sp = cls(**params)
         sp.validate()
         return sp

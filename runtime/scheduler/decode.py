@@ -21,15 +21,22 @@ def decode_batch(
     """`cascade=False` attends to every request's KV on its own: merging a shared prefix's partial
     result changes the order of the sums, so the numbers would depend on the batch."""
     slots = memory.alloc_kv(len(reqs))
-    kv_lens = [r.kv_len for r in reqs]
+    kv_lens = [r.kv_len for r in reqs]  # the new tokens' positions
+    # Compressed requests' tables dropped positions: a token's column is not its position.
+    cols = [r.kv_len - r.kv_dropped for r in reqs] if any(r.kv_dropped for r in reqs) else None
     fb = builder.build(
         ForwardMode.DECODE,
         [r.output_ids[-1] for r in reqs],
         kv_lens,
         slots,
         [r.req_pool_idx for r in reqs],
-        [n + 1 for n in kv_lens],
+        [n + 1 for n in cols or kv_lens],
+        columns=cols,
     )
+    if cols is not None:
+        fb.kv_holes = [
+            (i, *r.kv_state.holes) for i, r in enumerate(reqs) if r.kv_dropped and r.kv_state.holes
+        ]
     if cascade and len(reqs) > 1:
         handles = [r.prefix_handle for r in reqs]
         fb.prefix_groups = shared_prefix_groups(handles, CASCADE_MIN_PREFIX)

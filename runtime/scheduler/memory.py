@@ -65,10 +65,14 @@ class MemoryManager:
     def release(self, req: Req) -> None:
         """Hands the request's KV to the cache and frees its request slot."""
         if req.req_pool_idx is not None:
-            self.cache.cache_finished_req(req)
+            if req.kv_dropped:
+                self.cache.release_private(req)
+            else:
+                self.cache.cache_finished_req(req)
             self.req_to_token_pool.free(req.req_pool_idx)
             req.req_pool_idx = None
-            req.kv_len = req.cache_owned_len = 0
+            req.kv_len = req.cache_owned_len = req.kv_dropped = 0
+            req.kv_state = None  # a resumed request prefills and compresses again
 
     def decode_victims(self, running: list[Req]) -> list[Req]:
         """The newest running requests to retract so that each of the rest gets a slot this

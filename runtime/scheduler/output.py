@@ -41,6 +41,7 @@ def make_output(req: Req, new_ids: list[int]) -> TokenOutput:
         cached_tokens=req.cached_tokens,
         finish_reason=req.finished,
         queue_time=req.queue_time,
+        kv_tokens_kept=req.kv_tokens_kept,
     )
     prompt_seen = req.kv_len >= len(req.input_ids) or req.finished
     if req.return_logprob and not req.sent_input_logprobs and prompt_seen:

@@ -12,6 +12,7 @@ import torch
 
 from kernels.forward_batch import ForwardMode
 from runtime.batch_builder import BatchBuilder
+from runtime.kv_compression.compactor import compaction_slots
 from runtime.memory_pool import ReqToTokenPool
 from runtime.scheduler.memory import MemoryManager
 from runtime.scheduler.output import input_logprob_positions
@@ -68,7 +69,11 @@ class PrefillAdder:
     def add_chunked(self, req: Req) -> bool:
         """The next chunk of a request already admitted; False when decoding requests have
         outgrown the room (decode, and retract, first)."""
-        if self._next_extend(req) > self.memory.room():
+        ext, copies = self._next_extend(req), 0
+        if req.kv_state is not None and req.kv_len + ext >= req.fill_len:  # compacts after
+            region = req.fill_len - req.kv_state.start
+            copies = compaction_slots(req.kv_compression, region, self.memory.kv_pool.num_layers)
+        if ext + copies > self.memory.room():
             return False
         self.num_running += 1
         self.spent += self.memory.reserve_output(req)
@@ -102,6 +107,9 @@ class PrefillAdder:
             self.cache.inc_lock_ref(handle)
             locked = before - self.cache.evictable_size()  # no longer evictable room
             cost = req.fill_len - len(indices) + self.memory.reserve_output(req)
+            cost += compaction_slots(  # its compacted copies, once its prompt is in
+                req.kv_compression, req.fill_len - len(indices), self.memory.kv_pool.num_layers
+            )
             if cost > room - locked:
                 self.cache.dec_lock_ref(handle)
                 return

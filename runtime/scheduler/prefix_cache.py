@@ -76,6 +76,14 @@ class PrefixCache(ABC):
     def record_hit(self, handle) -> None:
         """Counts a request that reused the prefix ending at `handle` (for inspection)."""
 
+    def release_private(self, req) -> None:
+        """A compressed request lets go: its KV past the cached prefix is not the exact prefix,
+        so it is freed, never cached; the lock on the prefix is dropped."""
+        row = self.req_to_token_pool.req_to_token[req.req_pool_idx]
+        self.kv_pool.free(row[req.cache_owned_len : req.kv_len - req.kv_dropped].cpu())
+        self.dec_lock_ref(req.prefix_handle)
+        req.prefix_handle = None
+
 
 class NoPrefixCache(PrefixCache):
     """Shares nothing (`--disable-radix-cache`): every request computes its whole prompt."""

@@ -28,6 +28,13 @@ class Req:
         self.prefix_handle = None  # the locked cache node those slots hang from
         self.extend_len = 0  # tokens this request computes in the current extend batch
         self.cached_tokens = 0  # prompt tokens reused from the cache
+        # KV compression: the spec it runs with (None: exact KV), its state while it holds
+        # compacted KV, how many positions its table dropped (a later token's table column is
+        # its position minus this), and the prompt KV tokens it kept, for its meta_info.
+        self.kv_compression: dict | None = None
+        self.kv_state = None  # runtime.kv_compression.state.CompressionState
+        self.kv_dropped = 0
+        self.kv_tokens_kept: int | None = None
         self.finished: FinishReason | None = None
         self.end_ids = (set() if self.params.ignore_eos else set(eos_ids)) | set(
             self.params.stop_token_ids

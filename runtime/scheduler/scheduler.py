@@ -18,6 +18,8 @@ from runtime.batch_builder import BatchBuilder
 from runtime.constrained.base import batch_allowed_mask
 from runtime.constrained.registry import create_grammar_backend
 from runtime.io_struct import FinishReason, TokenizedGenerateRequest, TokenOutput
+from runtime.kv_compression.capture import query_capture
+from runtime.kv_compression.compactor import KVCompactor
 from runtime.model_runner import ModelRunner
 from runtime.sampling.sampler import Sampler, SampleRow
 from runtime.scheduler.cache_tree import cache_tree
@@ -60,6 +62,7 @@ class Scheduler:
         self.policy = SchedulePolicy(args.schedule_policy, self.cache, args.random_seed)
         self.memory = MemoryManager(self.cache, self.kv_pool, self.req_to_token_pool)
         self.builder = BatchBuilder(self.req_to_token_pool, self.kv_pool, runner.device)
+        self.compactor = KVCompactor(args, self.memory, self.cache, self.req_to_token_pool)
         self.sampler = Sampler(runner.config.vocab_size)
         self.stats = SchedulerStats()
         self.waiting: list[Req] = []
@@ -97,6 +100,7 @@ class Scheduler:
                     "tokens; unpin a prefix or lower --max-pinned-tokens)"
                 )
         req = Req(inp, self.tokenizer, self.eos_ids)
+        req.kv_compression = self.compactor.spec_for(inp)
         if inp.params.constraint is not None:
             if self.grammars is None:
                 kind = inp.params.constraint[0]
@@ -213,6 +217,8 @@ class Scheduler:
             self.waiting.remove(req)
             if req.queue_time is None:
                 req.queue_time = time.perf_counter() - req.arrival
+            if req.kv_compression is not None:
+                self.compactor.admit(req)
             if not req.output_ids:  # a resumed request was counted when it first came in
                 req.cached_tokens = req.kv_len
                 self.stats.prompt_tokens += len(req.input_ids)
@@ -224,6 +230,7 @@ class Scheduler:
 
     def _run_prefill(self, batch: list[Req]) -> list[TokenOutput]:
         fb, logit_rows, plans = extend_batch(batch, self.memory, self.builder)
+        fb.query_capture = query_capture(batch, fb.extend_lens_cpu)
         rows = torch.tensor(logit_rows, dtype=torch.int64, device=self.runner.device)
         logits = self.runner.forward(fb, rows)
         self.stats.prefill_tokens += sum(fb.extend_lens_cpu)
@@ -241,6 +248,8 @@ class Scheduler:
                     self._finish(req, FinishReason("length", length=len(req.output_ids)))
                 )
             else:
+                if req.kv_state is not None:  # the whole prompt is in: keep what matters
+                    self.compactor.compress(req)
                 sampling.append((req, sample_row))
                 self.running.append(req)
         if sampling:
@@ -249,9 +258,11 @@ class Scheduler:
         return outputs
 
     def _run_decode(self, batch: list[Req]) -> list[TokenOutput]:
+        self.compactor.before_decode(batch)
         fb = decode_batch(
             batch, self.memory, self.builder, not self.args.enable_deterministic_inference
         )
+        fb.query_capture = self.compactor.observer(batch)
         self.stats.cascade_decode_tokens += sum(len(rows) for rows, _ in fb.prefix_groups)
         logits = self.runner.forward(fb)
         for r in batch:
@@ -319,6 +330,7 @@ class Scheduler:
             "pinned_tokens": self.pins.pinned_tokens() if self.pins is not None else 0,
             "num_pins": len(self.pins.pins) if self.pins is not None else 0,
             "max_pinned_tokens": self.pins.max_tokens if self.pins is not None else 0,
+            "kv_compression_saved_tokens": self.compactor.tokens_saved,
         }
 
     def _log_stats(self) -> None:
@@ -335,7 +347,7 @@ class Scheduler:
     def check_memory(self) -> None:
         """Every KV slot is free, held by the cache, or held by an active request."""
         active = self.active_reqs()
-        held = sum(r.kv_len - r.cache_owned_len for r in active)
+        held = sum(r.kv_len - r.kv_dropped - r.cache_owned_len for r in active)
         free = self.kv_pool.available_size()
         total = free + self.cache.total_size() + held
         assert total == self.kv_pool.size, (
