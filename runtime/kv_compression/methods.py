@@ -4,7 +4,8 @@ The one place the selection rules live; the runtime feeds it one layer's keys an
 keeps what it returns. The rules follow NVIDIA kvpress 0.5.5 (StreamingLLMPress, SnapKVPress,
 PyramidKVPress, ObservedAttentionPress) so the two can be compared position for position:
 `budget` is what kvpress calls `int(n * (1 - compression_ratio))`, the tokens kept per KV head.
-H2O keeps going during decoding: see `accumulate_attention` and `h2o_keep` below.
+H2O keeps going during decoding; that rule (accumulated attention per private slot, eviction
+in steps) lives with the runtime's state in `runtime.kv_compression.h2o`.
 """
 
 from __future__ import annotations
@@ -243,39 +244,3 @@ def _h2o_scores_of(attn_sum, n_observed, positions, recent_size: int) -> torch.T
         newest = positions.topk(min(recent_size, positions.shape[-1]), dim=-1).indices
         scores = scores.scatter(-1, newest, float("inf"))
     return scores
-
-
-# H2O during decoding. Per layer the runtime keeps, beside each KV head's slots (ordered by
-# position), attn_sum and n_observed, float32 [num_kv_heads, m]:
-#   after prefill: attn_sum, n_obs = observed_attention(keys, queries); kept = select_positions(..)
-#                  attn_sum = attn_sum.gather(1, kept); n_observed = n_obs[kept]
-#   each decode step: append a 0 to both for the new token's slot, then
-#                  attn_sum, n_observed = accumulate_attention(attn_sum, n_observed, probs)
-#   when m > budget: keep = h2o_keep(attn_sum, n_observed, positions, budget, recent_size),
-#                  and gather slots, positions, attn_sum and n_observed with it.
-
-
-def accumulate_attention(
-    attn_sum: torch.Tensor, n_observed: torch.Tensor, probs: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Adds one decoding query's votes. probs: [num_q_heads, m], the new token's softmax
-    attention over the m slots of its KV head (its own slot included)."""
-    votes = _group_mean(probs.float(), attn_sum.shape[0])
-    return attn_sum + votes, n_observed + 1
-
-
-def h2o_keep(
-    attn_sum: torch.Tensor,
-    n_observed: torch.Tensor,
-    positions: torch.Tensor,
-    budget: int,
-    recent_size: int,
-) -> torch.Tensor:
-    """Slots (indices into m, ascending) to keep per KV head: the `recent_size` newest positions
-    and the heavy hitters, the highest mean attention received (attn_sum / n_observed).
-    All arguments [num_kv_heads, m] except the two counts; returns [num_kv_heads, min(m, budget)]."""
-    if not 0 <= recent_size <= budget:
-        raise ValueError(f"recent_size: must lie in [0, budget={budget}], got {recent_size}")
-    kept = min(budget, attn_sum.shape[-1])
-    scores = _h2o_scores_of(attn_sum, n_observed, positions, recent_size)
-    return scores.topk(kept, dim=-1).indices.sort(dim=-1).values

@@ -12,8 +12,6 @@ import pytest
 import torch
 
 from runtime.kv_compression.methods import (
-    accumulate_attention,
-    h2o_keep,
     layer_budget,
     observed_attention,
     queries_needed,
@@ -127,18 +125,6 @@ def test_observed_attention_counts_the_queries_that_see_each_position():
     attn_sum, n_observed = observed_attention(keys, queries)
     assert n_observed.tolist() == [4] * 7 + [3, 2, 1]
     assert torch.allclose(attn_sum.sum(), torch.tensor(4.0))  # each query's weights sum to 1
-
-
-def test_h2o_decoding_evicts_the_least_attended_but_never_the_recent():
-    attn_sum = torch.tensor([[0.9, 0.1, 0.5, 0.0, 0.0]])
-    n_observed = torch.tensor([[5.0, 5.0, 5.0, 1.0, 0.0]])
-    positions = torch.tensor([[0, 3, 7, 8, 9]])
-    probs = torch.tensor([[0.5, 0.0, 0.1, 0.0, 0.4], [0.5, 0.0, 0.1, 0.0, 0.4]])  # 2 query heads
-    attn_sum, n_observed = accumulate_attention(attn_sum, n_observed, probs)
-    assert torch.allclose(attn_sum, torch.tensor([[1.4, 0.1, 0.6, 0.0, 0.4]]))
-    assert n_observed.tolist() == [[6, 6, 6, 2, 1]]
-    keep = h2o_keep(attn_sum, n_observed, positions, budget=3, recent_size=2)
-    assert keep.tolist() == [[0, 3, 4]]  # the two newest, and slot 0 (the heaviest hitter)
 
 
 @pytest.mark.parametrize(
