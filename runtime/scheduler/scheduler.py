@@ -1,8 +1,9 @@
 """The continuous-batching loop: admit waiting requests into prefill, decode the running ones.
 
 Each `step()` runs one forward: a prefill (extend) batch when requests wait and fit, otherwise
-one decode step of every running request. Finished requests leave and new ones join between
-steps. The jobs live beside this module: admission (`prefill`), the decode batch (`decode`),
+one decode step of every running request; but never two prefills in a row while requests are
+decoding, so a steady stream of new prompts cannot starve them (each prefill is followed by one
+token for every running request). Finished requests leave and new ones join between steps. The jobs live beside this module: admission (`prefill`), the decode batch (`decode`),
 memory pressure (`memory`), outputs (`output`), grammars (`grammar_queue`, `jump_forward`).
 """
 
@@ -68,6 +69,7 @@ class Scheduler:
         self.waiting: list[Req] = []
         self.running: list[Req] = []  # prompt done, decoding
         self.chunked: Req | None = None  # prompt partly prefilled
+        self.last_was_prefill = False
         backend = create_grammar_backend(args.grammar_backend, tokenizer, runner.config.vocab_size)
         self.grammars = (
             GrammarQueue(backend, args.max_json_string_length, args.grammar_compile_timeout)
@@ -178,7 +180,9 @@ class Scheduler:
         if not (self.waiting or self.running or self.chunked):
             return []
         self.stats.steps += 1
-        batch = self._admit_prefill()
+        decode_turn = self.last_was_prefill and bool(self.running)
+        batch = [] if decode_turn else self._admit_prefill()
+        self.last_was_prefill = bool(batch)
         if batch:
             run, mode = self._run_prefill, "prefill"
         else:

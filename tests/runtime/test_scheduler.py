@@ -12,6 +12,7 @@ from runtime.model_runner import ModelRunner
 from runtime.sampling import SamplingParams
 from runtime.scheduler.scheduler import Scheduler
 from runtime.server_args import ServerArgs
+from tests.conftest import REFERENCE
 
 
 def run_all(sched: Scheduler, prompts: list[list[int]], new_tokens: int) -> dict[str, list[int]]:
@@ -33,7 +34,8 @@ def run_all(sched: Scheduler, prompts: list[list[int]], new_tokens: int) -> dict
 
 @pytest.fixture(scope="module")
 def parts():
-    runner = ModelRunner(ServerArgs(max_total_tokens=160, max_running_requests=8))
+    # float32: exact outputs whatever the batch (bfloat16 rows change with the batch's size)
+    runner = ModelRunner(ServerArgs(**REFERENCE, max_total_tokens=160, max_running_requests=8))
     return runner, load_tokenizer(runner.model_folder)
 
 
@@ -51,4 +53,22 @@ def test_retraction_is_logged_and_changes_nothing(parts, caplog):
     assert sched.stats.retractions > 0
     assert any("retracted request" in r.getMessage() for r in caplog.records)
     assert together == alone
+    assert sched.flush_cache() and runner.kv_pool.available_size() == 160
+
+
+def test_new_prompts_cannot_starve_decoding_requests(parts):
+    """A prompt arriving after every step (as a steady stream of new requests does) still
+    leaves a decode step between two prefills."""
+    runner, tok = parts
+    sched = Scheduler(runner, tok, {tok.eos_token_id})
+    params = SamplingParams(temperature=0, max_new_tokens=6, ignore_eos=True)
+    sched.add_request(TokenizedGenerateRequest("first", tok.encode("Once upon a time"), params))
+    tokens = 0
+    for i in range(6):
+        outs = sched.step()
+        tokens += sum(len(o.new_token_ids) for o in outs if o.rid == "first")
+        sched.add_request(TokenizedGenerateRequest(f"new{i}", tok.encode(f"Tale {i}:"), params))
+    assert tokens >= 4  # its prefill token, then one per decode step in between
+    while sched.has_work():
+        sched.step()
     assert sched.flush_cache() and runner.kv_pool.available_size() == 160
