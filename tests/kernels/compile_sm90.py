@@ -21,14 +21,37 @@ from kernels.triton_ops import decode_attention, extend_attention, merge_state  
 INDEX_POINTERS = {"q_indptr", "kv_indptr", "kv_indices", "qo_indptr", "prefix_lens"}
 FLOAT32_POINTERS = {"MidO", "MidLse", "Lse", "SOut", "Sa", "Sb"}
 
+EXACT = {"DEQUANT": False, "HAS_OFFSET": False}
+INT8 = {"DEQUANT": True, "HAS_OFFSET": True}  # int8 codes, a float16 scale and offset per slot
 CASES = [
-    (decode_attention._partial_kernel, {"GROUP": 4, "HEAD_DIM": 128, "BLOCK_M": 16, "BLOCK_N": 32}),
-    (decode_attention._partial_kernel, {"GROUP": 3, "HEAD_DIM": 64, "BLOCK_M": 64, "BLOCK_N": 64}),
+    (
+        decode_attention._partial_kernel,
+        {"GROUP": 4, "HEAD_DIM": 128, "BLOCK_M": 16, "BLOCK_N": 32, **EXACT},
+    ),
+    (
+        decode_attention._partial_kernel,
+        {"GROUP": 3, "HEAD_DIM": 64, "BLOCK_M": 64, "BLOCK_N": 64, **EXACT},
+    ),
+    (
+        decode_attention._partial_kernel,
+        {"GROUP": 4, "HEAD_DIM": 128, "BLOCK_M": 16, "BLOCK_N": 32, **INT8},
+    ),
     (decode_attention._reduce_kernel, {"HEAD_DIM": 128, "BLOCK_H": 32}),
     (merge_state._merge_state_kernel, {"HEAD_DIM": 128, "BLOCK_H": 32}),
-    (extend_attention._extend_kernel, {"GROUP": 4, "HEAD_DIM": 128, "BLOCK_M": 32, "BLOCK_N": 32}),
-    (extend_attention._extend_kernel, {"GROUP": 3, "HEAD_DIM": 64, "BLOCK_M": 64, "BLOCK_N": 64}),
+    (
+        extend_attention._extend_kernel,
+        {"GROUP": 4, "HEAD_DIM": 128, "BLOCK_M": 32, "BLOCK_N": 32, **EXACT},
+    ),
+    (
+        extend_attention._extend_kernel,
+        {"GROUP": 3, "HEAD_DIM": 64, "BLOCK_M": 64, "BLOCK_N": 64, **EXACT},
+    ),
+    (
+        extend_attention._extend_kernel,
+        {"GROUP": 4, "HEAD_DIM": 128, "BLOCK_M": 32, "BLOCK_N": 32, **INT8},
+    ),
 ]
+SCALE_POINTERS = {"KScale", "KOffset", "VScale", "VOffset"}
 
 
 def signature(kernel, dtype: str, constexprs: dict) -> dict[str, str]:
@@ -36,6 +59,10 @@ def signature(kernel, dtype: str, constexprs: dict) -> dict[str, str]:
     for name in inspect.signature(kernel.fn).parameters:
         if name in constexprs:
             sig[name] = "constexpr"
+        elif constexprs.get("DEQUANT") and name in ("K", "V"):
+            sig[name] = "*i8"
+        elif name in SCALE_POINTERS:
+            sig[name] = "*fp16"
         elif name[0].isupper():
             sig[name] = "*fp32" if name in FLOAT32_POINTERS else f"*{dtype}"
         elif name in INDEX_POINTERS:
