@@ -16,13 +16,13 @@ import asyncio
 import logging
 import random
 import statistics
-import time
 
 import torch
-from bench_shared_prefix import (
+from bench_shared_prefix import (  # benchmarks run as scripts from this folder
     system_prompt,
     timed_engine_run,
-)  # benchmarks run as scripts from this folder
+    ttft_and_last,
+)
 
 from runtime.kv_cache_dtype import kv_bytes_per_token, kv_fixed_bytes
 from runtime.model_runner import resolve_dtype
@@ -60,14 +60,7 @@ def run(fmt: str, reqs, tokens: int, page: int, clients: int, new_tokens: int) -
     async def client(eng, done: list) -> None:
         while queue:
             _, (_, ids) = queue.pop(0)
-            t0 = time.perf_counter()
-            first, last = None, None
-            async for chunk in await eng.async_generate(
-                input_ids=ids, sampling_params=params, stream=True
-            ):
-                first = first if first is not None else time.perf_counter() - t0
-                last = chunk
-            done.append((first, last))
+            done.append(await ttft_and_last(eng, ids, params))
 
     async def all_clients(eng) -> list:
         done: list = []

@@ -18,9 +18,12 @@ import asyncio
 import logging
 import statistics
 import threading
-import time
 
-from bench_shared_prefix import system_prompt  # benchmarks run as scripts from this folder
+from bench_shared_prefix import (  # benchmarks run as scripts from this folder
+    system_prompt,
+    timed_engine_run,
+    ttft_and_last,
+)
 
 logger = logging.getLogger("bench_kv_compression_capacity")
 
@@ -45,29 +48,14 @@ def parse_spec(name: str) -> dict | None:
 
 
 def run(spec: dict | None, reqs, pool: int, running: int, new_tokens: int) -> dict:
-    from runtime import Engine
-
     params = {"temperature": 0, "max_new_tokens": new_tokens, "ignore_eos": True}
     if spec is not None:
         params["kv_compression"] = spec
 
-    async def one(eng, ids) -> tuple[float, dict]:
-        t0 = time.perf_counter()
-        first, last = None, None
-        async for chunk in await eng.async_generate(
-            input_ids=ids, sampling_params=params, stream=True
-        ):
-            first = first if first is not None else time.perf_counter() - t0
-            last = chunk
-        return first, last
+    peak = [0]
 
     async def all_at_once(eng) -> list:
-        return await asyncio.gather(*(one(eng, ids) for ids in reqs))
-
-    with Engine(max_total_tokens=pool, max_running_requests=running, log_level="warning") as eng:
-        eng.generate(input_ids=[1, 2, 3], sampling_params={"max_new_tokens": 2})  # warm-up
-        eng.flush_cache()
-        peak, stop = [0], threading.Event()
+        stop = threading.Event()
 
         def poll() -> None:
             while not stop.wait(0.5):
@@ -75,11 +63,16 @@ def run(spec: dict | None, reqs, pool: int, running: int, new_tokens: int) -> di
 
         poller = threading.Thread(target=poll, daemon=True)
         poller.start()
-        t0 = time.perf_counter()
-        done = asyncio.run(all_at_once(eng))
-        elapsed = time.perf_counter() - t0
-        stop.set()
-        poller.join()
+        try:
+            return await asyncio.gather(*(ttft_and_last(eng, ids, params) for ids in reqs))
+        finally:
+            stop.set()
+            poller.join()
+
+    res = timed_engine_run(
+        all_at_once, max_total_tokens=pool, max_running_requests=running, log_level="warning"
+    )
+    done, elapsed = list(zip(res["ttft"], res["last"])), res["seconds"]
     metas = [last["meta_info"] for _, last in done]
     prompt = [m["prompt_tokens"] for m in metas]
     kept = [m.get("kv_tokens_kept", m["prompt_tokens"]) for m in metas]

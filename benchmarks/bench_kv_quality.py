@@ -14,7 +14,8 @@ import logging
 import random
 import statistics
 
-from bench_shared_prefix import system_prompt  # benchmarks run as scripts from this folder
+import kv_tasks  # benchmarks run as scripts from this folder
+from bench_shared_prefix import system_prompt
 
 logger = logging.getLogger("bench_kv_quality")
 
@@ -35,16 +36,7 @@ QUESTIONS = [
     "Continue the sequence: 2, 4, 8, 16, ...",
     "Write a polite email declining a meeting invitation.",
 ]
-FILLER = [
-    "The river bends twice before it reaches the old mill.",
-    "Every morning the baker opens the shutters at six.",
-    "A gray cat sleeps on the warm stones of the wall.",
-    "The train to the coast leaves from the second platform.",
-    "In spring the orchard is full of white blossoms.",
-    "The library keeps its maps in a cabinet by the window.",
-    "Two fishermen mend their nets on the quiet pier.",
-    "The clock in the square is always five minutes late.",
-]
+FILLER = kv_tasks.FILLER[:8]  # the needle prompts' filler, shared with the task generator
 
 
 def chat(tok, text: str) -> list[int]:

@@ -82,14 +82,7 @@ def run_ours(reqs, new_tokens: int, arrival_gap: float, **engine_args) -> dict:
 
     async def one(eng, i: int, ids: list[int]) -> tuple[float, dict]:
         await asyncio.sleep(i * arrival_gap)
-        arrived = time.perf_counter()
-        first, last = None, None
-        async for chunk in await eng.async_generate(
-            input_ids=ids, sampling_params=params, stream=True
-        ):
-            first = first if first is not None else time.perf_counter() - arrived
-            last = chunk
-        return first, last
+        return await ttft_and_last(eng, ids, params)
 
     async def all_requests(eng) -> list[tuple[float, dict]]:
         return await asyncio.gather(*(one(eng, i, ids) for i, (_, ids) in enumerate(reqs)))
@@ -108,6 +101,16 @@ def run_ours(reqs, new_tokens: int, arrival_gap: float, **engine_args) -> dict:
         "outputs": sum(c["meta_info"]["completion_tokens"] for c in res["last"]),
         "prefill_tokens": res["info"]["prefill_tokens"],
     }
+
+
+async def ttft_and_last(eng, ids: list[int], params: dict) -> tuple[float, dict]:
+    """Streams one request: (seconds to its first chunk, its last chunk)."""
+    t0 = time.perf_counter()
+    first, last = None, None
+    async for chunk in await eng.async_generate(input_ids=ids, sampling_params=params, stream=True):
+        first = first if first is not None else time.perf_counter() - t0
+        last = chunk
+    return first, last
 
 
 def timed_engine_run(driver, **engine_args) -> dict:
