@@ -107,7 +107,7 @@ def pack_sizes(max_batch: int) -> tuple[int, ...]:
 
 def packed_linear(weight: torch.Tensor, bias: torch.Tensor | None, sizes: tuple[int, ...]):
     """The reordered form of one layer: oneDNN's in bfloat16, MKL's packs in float32."""
-    if weight.dtype == torch.bfloat16:
+    if onednn_bf16_available(weight.device, weight.dtype):
         return OneDNNLinear(weight, bias)
     return PackedLinear(weight, bias, sizes)
 
