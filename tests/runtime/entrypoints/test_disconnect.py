@@ -62,7 +62,8 @@ def test_hundred_streams_half_leaving_early_leave_the_pool_whole(server, client)
     assert sum(1 for leave, how in results if not leave and how == "done") == 50
     wait_idle(client, timeout=60)  # aborted requests gave their KV back
     r = client.post(
-        "/generate", json={"text": "Still there?", "sampling_params": {"max_new_tokens": 4}}
+        "/generate",
+        json={"text": "Still there?", "sampling_params": {"max_new_tokens": 4, "ignore_eos": True}},
     )
     assert r.status_code == 200 and r.json()["meta_info"]["completion_tokens"] == 4
 
