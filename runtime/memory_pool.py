@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from kernels.attention.kv_indices import gather_rows
 from kernels.triton_ops.kv_scales import KVScales
 
 
@@ -127,8 +128,8 @@ class KVPool:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """K and V of `slots` (any shape) as `[*slots.shape, num_kv_heads, head_dim]` in `dtype`."""
         return (
-            self.k_buffer[layer_id][slots].to(dtype),
-            self.v_buffer[layer_id][slots].to(dtype),
+            gather_rows(self.k_buffer[layer_id], slots).to(dtype),
+            gather_rows(self.v_buffer[layer_id], slots).to(dtype),
         )
 
     def set_kv(self, layer_id: int, loc: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:

@@ -16,6 +16,7 @@ import dataclasses
 import torch
 
 from kernels.attention.backend import AttentionBackend
+from kernels.attention.kv_indices import gather_rows
 from kernels.forward_batch import ForwardBatch
 
 
@@ -52,7 +53,7 @@ class _CompactKV:
         return None
 
     def read_kv(self, layer_id, slots, dtype):
-        return self.k[slots].to(dtype), self.v[slots].to(dtype)
+        return gather_rows(self.k, slots).to(dtype), gather_rows(self.v, slots).to(dtype)
 
     read_own_page = read_kv
 

@@ -1,4 +1,5 @@
-"""Flat KV slot lists for kernels that read the paged pool through `indptr` + `indices`."""
+"""KV slots: flat slot lists for kernels that read the paged pool through `indptr` + `indices`,
+and rows read by slot."""
 
 from __future__ import annotations
 
@@ -61,3 +62,10 @@ def without_holes(
         keep[base + lo : base + hi] = False
         lens[item] -= hi - lo
     return host_indptr(lens), indices[keep.to(indices.device)]
+
+
+def gather_rows(buffer: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    """`buffer[slots]` for `slots` of any shape, through index_select: on the CPU, advanced
+    indexing with a 2-D index ran 7-8x slower for a decode batch's KV reads."""
+    return buffer.index_select(0, slots.reshape(-1)).view(*slots.shape, *buffer.shape[1:])
+

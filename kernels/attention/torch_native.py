@@ -18,6 +18,8 @@ class _DecodeMeta:
     # rows whose layers read fewer compacted prompt slots: (rows [R], per layer the first
     # unread suffix column [num_layers, R], the column where reading resumes [R])
     holes: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    # batch-invariant decode: each row's key count, to attend row by row without padding
+    row_lens: list[int] | None = None
 
 
 def _layer_mask(meta: _DecodeMeta, layer_id: int) -> torch.Tensor:
@@ -90,6 +92,8 @@ class TorchNativeBackend(AttentionBackend):
         real = offs[None, :] < torch.tensor(suffix_lens, device=kv.device)[:, None]
         mask = torch.zeros(real.shape, device=kv.device).masked_fill(~real, float("-inf"))
         batch.attn_metadata = _DecodeMeta(kv.gather(1, pos), mask[:, None, None, :], groups)
+        if batch.batch_invariant:
+            batch.attn_metadata.row_lens = suffix_lens
         if batch.kv_holes:  # columns counted past each row's shared prefix
             rows = [r for r, _, _ in batch.kv_holes]
             starts = [[s - shared[r] for s in ss] for r, ss, _ in batch.kv_holes]
@@ -113,7 +117,17 @@ class TorchNativeBackend(AttentionBackend):
         keys, values = pool.read_own_page(layer.layer_id, meta.suffix_idx, q.dtype)
         keys, values = keys.transpose(1, 2), values.transpose(1, 2)  # [B, Hkv, L, D]
         mask = meta.suffix_mask if meta.holes is None else _layer_mask(meta, layer.layer_id)
-        out, lse = _attend(qg, keys, values, layer.scaling, mask.to(q.dtype))
+        mask = mask.to(q.dtype)
+        if meta.row_lens is not None:
+            # Row by row at its own length: padding changes the kernel's blocks and sums.
+            return torch.cat(
+                [
+                    _attend(qg[r : r + 1], keys[r : r + 1, :, :n], values[r : r + 1, :, :n],
+                            layer.scaling, mask[r : r + 1, ..., :n])[0]
+                    for r, n in enumerate(meta.row_lens)
+                ]
+            ).reshape(b, h, d)  # fmt: skip
+        out, lse = _attend(qg, keys, values, layer.scaling, mask)
         for rows, slots in meta.groups:
             n = len(rows)
             qq = qg[rows].transpose(0, 1).reshape(1, hkv, -1, d)  # every row's queries at once

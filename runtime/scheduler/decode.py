@@ -16,10 +16,11 @@ CASCADE_MIN_PREFIX = 16
 
 
 def decode_batch(
-    reqs: list[Req], memory: MemoryManager, builder: BatchBuilder, cascade: bool = True
+    reqs: list[Req], memory: MemoryManager, builder: BatchBuilder, batch_invariant: bool = False
 ) -> ForwardBatch:
-    """`cascade=False` attends to every request's KV on its own: merging a shared prefix's partial
-    result changes the order of the sums, so the numbers would depend on the batch."""
+    """`batch_invariant`: every request attends to its own KV alone, neither through a shared
+    prefix's partial result (merging it changes the order of the sums) nor padded to the batch's
+    longest row, so a row's numbers do not depend on what it is batched with."""
     slots = memory.alloc_kv(len(reqs))
     kv_lens = [r.kv_len for r in reqs]  # the new tokens' positions
     # Compressed requests' tables dropped positions: a token's column is not its position.
@@ -37,7 +38,8 @@ def decode_batch(
         fb.kv_holes = [
             (i, *r.kv_state.holes) for i, r in enumerate(reqs) if r.kv_dropped and r.kv_state.holes
         ]
-    if cascade and len(reqs) > 1:
+    fb.batch_invariant = batch_invariant
+    if not batch_invariant and len(reqs) > 1:
         handles = [r.prefix_handle for r in reqs]
         fb.prefix_groups = shared_prefix_groups(handles, CASCADE_MIN_PREFIX)
     return fb

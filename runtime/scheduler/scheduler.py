@@ -264,7 +264,7 @@ class Scheduler:
     def _run_decode(self, batch: list[Req]) -> list[TokenOutput]:
         self.compactor.before_decode(batch)
         fb = decode_batch(
-            batch, self.memory, self.builder, not self.args.enable_deterministic_inference
+            batch, self.memory, self.builder, self.args.enable_deterministic_inference
         )
         fb.query_capture = self.compactor.observer(batch)
         self.stats.cascade_decode_tokens += sum(len(rows) for rows, _ in fb.prefix_groups)

@@ -171,3 +171,42 @@ def test_decode_with_shared_prefixes_matches_dense(backend_name, layout, dtype, 
             q[i].float()[:, None], keys.transpose(0, 1), vals.transpose(0, 1), scale=layer.scaling
         )
         assert torch.allclose(out[i].float(), ref[:, 0], atol=TOLS[dtype]), i
+
+
+def _decode_rows(backend, kv, r2t, lens, rows, q, k, v, layer, invariant):
+    """One decode step over the given rows of the table (their last slot is the new token)."""
+    seq = [lens[r] for r in rows]
+    fb = ForwardBatch(
+        mode=ForwardMode.DECODE,
+        input_ids=torch.zeros(len(rows), dtype=torch.int64),
+        positions=torch.tensor(seq) - 1,
+        out_cache_loc=torch.stack([r2t.req_to_token[r, n - 1] for r, n in zip(rows, seq)]),
+        req_pool_indices=torch.tensor(rows),
+        seq_lens=torch.tensor(seq),
+        req_to_token=r2t.req_to_token,
+        kv_cache=kv,
+        seq_lens_cpu=seq,
+        batch_invariant=invariant,
+    )
+    backend.init_forward_metadata(fb)
+    return backend.forward(q[rows], k[rows], v[rows], layer, fb)
+
+
+def test_batch_invariant_decode_gives_each_row_the_bits_it_gets_alone(make_backend):
+    """Deterministic inference: in bfloat16 a row's output must not depend on its batch mates,
+    whose lengths would otherwise pad its keys."""
+    torch.manual_seed(2)
+    lens = [700, 3, 130, 41, 515, 9]
+    r2t = ReqToTokenPool(len(lens), 1024, "cpu")
+    kv = KVPool(sum(lens) + 8, 1, HKV, D, torch.bfloat16, "cpu")
+    kv.k_buffer[0].copy_(torch.randn_like(kv.k_buffer[0], dtype=torch.float32) * 3)
+    kv.v_buffer[0].copy_(torch.randn_like(kv.v_buffer[0], dtype=torch.float32))
+    for i, n in enumerate(lens):
+        r2t.req_to_token[i, :n] = kv.alloc(n)
+    backend, layer = make_backend("torch_native"), PagedAttention(0, H, HKV, D)
+    q, k, v = (torch.randn(len(lens), n, D, dtype=torch.bfloat16) for n in (H, HKV, HKV))
+    rows = list(range(len(lens)))
+    together = _decode_rows(backend, kv, r2t, lens, rows, q, k, v, layer, invariant=True)
+    for r in rows:
+        alone = _decode_rows(backend, kv, r2t, lens, [r], q, k, v, layer, invariant=True)
+        assert torch.equal(together[r], alone[0]), r
