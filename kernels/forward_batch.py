@@ -72,8 +72,9 @@ class ForwardBatch:
     seq_lens_cpu: list[int] = field(default_factory=list)
     prefix_lens_cpu: list[int] = field(default_factory=list)  # extend only
     extend_lens_cpu: list[int] = field(default_factory=list)  # extend only
-    # Decode only: (batch rows, shared length) for requests whose first KV slots are one radix
-    # prefix, which backends attend to once for the whole group (cascade attention).
+    # Decode (and the one-token rows of a mixed extend): (batch rows, shared length) for
+    # requests whose first KV slots are one radix prefix, which backends may attend to once
+    # for the whole group (cascade attention).
     prefix_groups: list[tuple[list[int], int]] = field(default_factory=list)
     # Decode only: rows of compressed requests whose layers keep different numbers of prompt
     # slots (PyramidKV): (batch row, per layer the first table column it does not read, the

@@ -37,9 +37,12 @@ class SchedulerArgs:
     quantization: str = "auto"  # weight-only; auto keeps a GGUF file's quantized tensors packed
     enable_torch_compile: bool = False  # CPU: compile the decode step, bucketed by batch size
     torch_compile_max_bs: int = 32
-    # The same tokens whether the prefix came from the cache or not: one kernel per weight for
-    # every batch size, no cascade decode. (Not yet whatever the batch: see bench_quality.py.)
+    # The same tokens whether the prefix came from the cache or not and whatever the batch: one
+    # kernel per weight for every batch size, decode attention row by row, no cascade decode.
     enable_deterministic_inference: bool = False
+    # Decoding requests take their next token inside a prefill's forward (one pass over the
+    # weights for both) instead of waiting for the next decode step.
+    enable_mixed_chunk: bool = False
     context_length: int | None = None
     max_total_tokens: int | None = None
     mem_fraction_static: float | None = None
@@ -268,8 +271,13 @@ _CLI_FLAGS = [
     (
         "--enable-deterministic-inference",
         bool,
-        "greedy outputs independent of prefix-cache hits: one kernel per weight at every batch size, "
-        "no cascade decode (not yet independent of batching; slower at large batches)",
+        "greedy outputs independent of prefix-cache hits and of batching: one kernel per weight "
+        "at every batch size, decode attention row by row, no cascade decode (slower)",
+    ),
+    (
+        "--enable-mixed-chunk",
+        bool,
+        "decoding requests take their next token in the same forward as a prefill (chunk)",
     ),
     (("--context-length", "--max-model-len"), int, "longest prompt + output (None: the model's)"),
     ("--max-total-tokens", int, "KV pool size in tokens (overrides --mem-fraction-static)"),

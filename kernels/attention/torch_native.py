@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +21,13 @@ class _DecodeMeta:
     holes: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
     # batch-invariant decode: each row's key count, to attend row by row without padding
     row_lens: list[int] | None = None
+
+
+@dataclass
+class _ExtendMeta:
+    singles: set[int]  # extend rows of one token, attended to as a decode batch
+    token_rows: torch.Tensor  # [S] their tokens' rows in q
+    decode: _DecodeMeta
 
 
 def _layer_mask(meta: _DecodeMeta, layer_id: int) -> torch.Tensor:
@@ -64,96 +72,135 @@ def _with_own_pages(pool, layer_id, slots, prefix, keys, values):
     return torch.cat([keys, k_own]), torch.cat([values, v_own]), mask
 
 
+def _decode_meta(table, pool_rows, seq_lens, prefix_groups=(), kv_holes=(), invariant=False):
+    """Each row's KV slots past its shared prefix, padded to the longest, with the mask."""
+    kv = table[pool_rows, : max(seq_lens)]  # [B, L]
+    shared, groups = [0] * len(seq_lens), []
+    for rows, length in prefix_groups:
+        groups.append((torch.tensor(rows, device=kv.device), kv[rows[0], :length]))
+        for r in rows:
+            shared[r] = length
+    suffix_lens = [n - p for n, p in zip(seq_lens, shared)]
+    width = max(suffix_lens)
+    offs = torch.arange(width, device=kv.device)
+    pos = (torch.tensor(shared, device=kv.device)[:, None] + offs[None, :]).clamp(
+        max=kv.shape[1] - 1
+    )
+    real = offs[None, :] < torch.tensor(suffix_lens, device=kv.device)[:, None]
+    mask = torch.zeros(real.shape, device=kv.device).masked_fill(~real, float("-inf"))
+    meta = _DecodeMeta(kv.gather(1, pos), mask[:, None, None, :], groups)
+    if invariant:
+        meta.row_lens = suffix_lens
+    if kv_holes:  # columns counted past each row's shared prefix
+        rows = [r for r, _, _ in kv_holes]
+        starts = [[s - shared[r] for s in ss] for r, ss, _ in kv_holes]
+        meta.holes = (
+            torch.tensor(rows, device=kv.device),
+            torch.tensor(starts, device=kv.device).T,
+            torch.tensor([e - shared[r] for r, _, e in kv_holes], device=kv.device),
+        )
+    return meta
+
+
+def _decode_attention(q, layer, pool, meta: _DecodeMeta) -> torch.Tensor:
+    """One query token per row over its KV (and its group's shared prefix, merged)."""
+    b, h, d = q.shape
+    hkv = layer.num_kv_heads
+    # Grouped-query attention without copying K/V per head: a KV head's query heads are
+    # laid along the query axis. qg: [B, Hkv, group, D]
+    qg = q.view(b, hkv, h // hkv, d)
+    # Read (and dequantize) only the slots this batch needs, never the whole pool. A decode
+    # row's own page is in its own slots, past any shared prefix.
+    keys, values = pool.read_own_page(layer.layer_id, meta.suffix_idx, q.dtype)
+    keys, values = keys.transpose(1, 2), values.transpose(1, 2)  # [B, Hkv, L, D]
+    mask = meta.suffix_mask if meta.holes is None else _layer_mask(meta, layer.layer_id)
+    mask = mask.to(q.dtype)
+    if meta.row_lens is not None:
+        # Row by row at its own length: padding changes the kernel's blocks and sums.
+        return torch.cat(
+            [
+                _attend(qg[r : r + 1], keys[r : r + 1, :, :n], values[r : r + 1, :, :n],
+                        layer.scaling, mask[r : r + 1, ..., :n])[0]
+                for r, n in enumerate(meta.row_lens)
+            ]
+        ).reshape(b, h, d)  # fmt: skip
+    out, lse = _attend(qg, keys, values, layer.scaling, mask)
+    for rows, slots in meta.groups:
+        n = len(rows)
+        qq = qg[rows].transpose(0, 1).reshape(1, hkv, -1, d)  # every row's queries at once
+        kp, vp = pool.read_kv(layer.layer_id, slots, q.dtype)
+        kp, vp = kp.transpose(0, 1)[None], vp.transpose(0, 1)[None]  # [1, Hkv, P, D]
+        part, part_lse = _attend(qq, kp, vp, layer.scaling)
+        part = part.view(hkv, n, -1, d).transpose(0, 1)
+        part_lse = part_lse.view(hkv, n, -1).transpose(0, 1)
+        # merged in float32 whatever the model's dtype, then stored back in it
+        own_lse, part_lse = lse[rows].float(), part_lse.float()
+        top = torch.maximum(own_lse, part_lse)
+        w_own, w_part = torch.exp(own_lse - top), torch.exp(part_lse - top)
+        merged = (out[rows].float() * w_own[..., None] + part.float() * w_part[..., None]) / (
+            w_own + w_part
+        )[..., None]
+        out[rows] = merged.to(out.dtype)
+    return out.reshape(b, h, d)
+
+
 class TorchNativeBackend(AttentionBackend):
     """Decode: each request's own KV in one padded batch, plus one pass per shared prefix,
-    merged by log-sum-exp (cascade attention). Extend loops over requests."""
+    merged by log-sum-exp (cascade attention). Extend loops over requests, except one-token
+    rows, which attend together as a decode batch."""
 
     def reads_pool(self, pool) -> bool:
         return True  # through read_kv, which dequantizes only the slots asked for
 
     def init_forward_metadata(self, batch) -> None:
-        if not batch.is_decode:
-            batch.attn_metadata = None
+        table, seq_lens = batch.req_to_token, batch.seq_lens_cpu
+        if batch.is_decode:
+            batch.attn_metadata = _decode_meta(
+                table, batch.req_pool_indices, seq_lens, batch.prefix_groups, batch.kv_holes,
+                batch.batch_invariant,
+            )  # fmt: skip
             return
-        seq_lens = batch.seq_lens_cpu
-        table = batch.req_to_token
-        kv = table[batch.req_pool_indices, : max(seq_lens)]  # [B, L]
-        shared, groups = [0] * len(seq_lens), []
-        for rows, length in batch.prefix_groups:
-            groups.append((torch.tensor(rows, device=kv.device), kv[rows[0], :length]))
-            for r in rows:
-                shared[r] = length
-        suffix_lens = [n - p for n, p in zip(seq_lens, shared)]
-        width = max(suffix_lens)
-        offs = torch.arange(width, device=kv.device)
-        pos = (torch.tensor(shared, device=kv.device)[:, None] + offs[None, :]).clamp(
-            max=kv.shape[1] - 1
-        )
-        real = offs[None, :] < torch.tensor(suffix_lens, device=kv.device)[:, None]
-        mask = torch.zeros(real.shape, device=kv.device).masked_fill(~real, float("-inf"))
-        batch.attn_metadata = _DecodeMeta(kv.gather(1, pos), mask[:, None, None, :], groups)
-        if batch.batch_invariant:
-            batch.attn_metadata.row_lens = suffix_lens
-        if batch.kv_holes:  # columns counted past each row's shared prefix
-            rows = [r for r, _, _ in batch.kv_holes]
-            starts = [[s - shared[r] for s in ss] for r, ss, _ in batch.kv_holes]
-            batch.attn_metadata.holes = (
-                torch.tensor(rows, device=kv.device),
-                torch.tensor(starts, device=kv.device).T,
-                torch.tensor([e - shared[r] for r, _, e in batch.kv_holes], device=kv.device),
+        # One-token rows of an extend (decoding requests riding in a prefill's forward) attend
+        # together, as a decode batch does, rather than one call each.
+        batch.attn_metadata = None
+        singles = [i for i, n in enumerate(batch.extend_lens_cpu) if n == 1]
+        if len(singles) > 1 and not batch.kv_cache.own_page_size:  # int4: the loop's own-page rule
+            starts = [0, *itertools.accumulate(batch.extend_lens_cpu)]
+            rows = torch.tensor(singles, device=table.device)
+            at = {row: j for j, row in enumerate(singles)}  # batch row -> row among singles
+            groups = [
+                ([at[r] for r in members], length)
+                for members, length in batch.prefix_groups
+                if all(r in at for r in members)
+            ]
+            batch.attn_metadata = _ExtendMeta(
+                set(singles),
+                torch.tensor([starts[i] for i in singles], device=table.device),
+                _decode_meta(
+                    table, batch.req_pool_indices[rows], [seq_lens[i] for i in singles], groups
+                ),
             )
 
     def forward_decode(self, q, k, v, layer, batch) -> torch.Tensor:
         pool = batch.kv_cache
         pool.set_kv(layer.layer_id, batch.out_cache_loc, k, v)
-        meta: _DecodeMeta = batch.attn_metadata
-        b, h, d = q.shape
-        hkv = layer.num_kv_heads
-        # Grouped-query attention without copying K/V per head: a KV head's query heads are
-        # laid along the query axis. qg: [B, Hkv, group, D]
-        qg = q.view(b, hkv, h // hkv, d)
-        # Read (and dequantize) only the slots this batch needs, never the whole pool. A decode
-        # row's own page is in its own slots, past any shared prefix.
-        keys, values = pool.read_own_page(layer.layer_id, meta.suffix_idx, q.dtype)
-        keys, values = keys.transpose(1, 2), values.transpose(1, 2)  # [B, Hkv, L, D]
-        mask = meta.suffix_mask if meta.holes is None else _layer_mask(meta, layer.layer_id)
-        mask = mask.to(q.dtype)
-        if meta.row_lens is not None:
-            # Row by row at its own length: padding changes the kernel's blocks and sums.
-            return torch.cat(
-                [
-                    _attend(qg[r : r + 1], keys[r : r + 1, :, :n], values[r : r + 1, :, :n],
-                            layer.scaling, mask[r : r + 1, ..., :n])[0]
-                    for r, n in enumerate(meta.row_lens)
-                ]
-            ).reshape(b, h, d)  # fmt: skip
-        out, lse = _attend(qg, keys, values, layer.scaling, mask)
-        for rows, slots in meta.groups:
-            n = len(rows)
-            qq = qg[rows].transpose(0, 1).reshape(1, hkv, -1, d)  # every row's queries at once
-            kp, vp = pool.read_kv(layer.layer_id, slots, q.dtype)
-            kp, vp = kp.transpose(0, 1)[None], vp.transpose(0, 1)[None]  # [1, Hkv, P, D]
-            part, part_lse = _attend(qq, kp, vp, layer.scaling)
-            part = part.view(hkv, n, -1, d).transpose(0, 1)
-            part_lse = part_lse.view(hkv, n, -1).transpose(0, 1)
-            # merged in float32 whatever the model's dtype, then stored back in it
-            own_lse, part_lse = lse[rows].float(), part_lse.float()
-            top = torch.maximum(own_lse, part_lse)
-            w_own, w_part = torch.exp(own_lse - top), torch.exp(part_lse - top)
-            merged = (out[rows].float() * w_own[..., None] + part.float() * w_part[..., None]) / (
-                w_own + w_part
-            )[..., None]
-            out[rows] = merged.to(out.dtype)
-        return out.reshape(b, h, d)
+        return _decode_attention(q, layer, pool, batch.attn_metadata)
 
     def forward_extend(self, q, k, v, layer, batch) -> torch.Tensor:
         pool = batch.kv_cache
         pool.set_kv(layer.layer_id, batch.out_cache_loc, k, v)
         table = batch.req_to_token
         out = torch.empty_like(q)
+        meta: _ExtendMeta | None = batch.attn_metadata
+        if meta is not None:
+            rows = meta.token_rows
+            out[rows] = _decode_attention(q[rows], layer, pool, meta.decode)
         start = 0
         gqa = layer.num_heads != layer.num_kv_heads
         for i, (prefix, ext) in enumerate(zip(batch.prefix_lens_cpu, batch.extend_lens_cpu)):
+            if meta is not None and i in meta.singles:
+                start += ext
+                continue
             seq_len = prefix + ext
             slots = table[batch.req_pool_indices[i], :seq_len]
             # 4-D inputs: with 3-D ones torch takes its slow math path on the CPU.

@@ -39,7 +39,14 @@ def decode_batch(
             (i, *r.kv_state.holes) for i, r in enumerate(reqs) if r.kv_dropped and r.kv_state.holes
         ]
     fb.batch_invariant = batch_invariant
-    if not batch_invariant and len(reqs) > 1:
-        handles = [r.prefix_handle for r in reqs]
-        fb.prefix_groups = shared_prefix_groups(handles, CASCADE_MIN_PREFIX)
+    if not batch_invariant:
+        fb.prefix_groups = cascade_groups(reqs, list(range(len(reqs))))
     return fb
+
+
+def cascade_groups(reqs: list[Req], rows: list[int]) -> list[tuple[list[int], int]]:
+    """The prefix groups among `reqs` (decoding at batch rows `rows`), in batch rows."""
+    if len(reqs) < 2:
+        return []
+    groups = shared_prefix_groups([r.prefix_handle for r in reqs], CASCADE_MIN_PREFIX)
+    return [([rows[i] for i in members], length) for members, length in groups]

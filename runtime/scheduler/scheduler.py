@@ -24,7 +24,7 @@ from runtime.kv_compression.compactor import KVCompactor
 from runtime.model_runner import ModelRunner
 from runtime.sampling.sampler import Sampler, SampleRow
 from runtime.scheduler.cache_tree import cache_tree
-from runtime.scheduler.decode import decode_batch
+from runtime.scheduler.decode import cascade_groups, decode_batch
 from runtime.scheduler.grammar_queue import GrammarQueue
 from runtime.scheduler.jump_forward import can_jump, jump_forward
 from runtime.scheduler.memory import MemoryManager
@@ -182,9 +182,12 @@ class Scheduler:
         self.stats.steps += 1
         decode_turn = self.last_was_prefill and bool(self.running)
         batch = [] if decode_turn else self._admit_prefill()
-        self.last_was_prefill = bool(batch)
+        riders = self._riders(batch) if batch else []
+        # Decoding requests wait at most one prefill, unless they rode along in it.
+        self.last_was_prefill = bool(batch) and not riders
         if batch:
-            run, mode = self._run_prefill, "prefill"
+            run, mode = self._run_prefill, "mixed" if riders else "prefill"
+            batch += riders
         else:
             for req in self.memory.decode_victims(self.running):
                 self.running.remove(req)
@@ -232,16 +235,42 @@ class Scheduler:
         self.chunked = adder.chunked
         return adder.batch
 
+    def _riders(self, batch: list[Req]) -> list[Req]:
+        """The running requests that decode their next token as one-token extends in this
+        prefill's forward (`--enable-mixed-chunk`): none under deterministic inference (a row's
+        numbers would depend on the prompts beside it), none beside KV compression (its
+        per-step hooks), none when the pool lacks a slot for each."""
+        if not (self.args.enable_mixed_chunk and self.running):
+            return []
+        if self.args.enable_deterministic_inference or any(
+            r.kv_compression is not None or r.kv_dropped for r in batch + self.running
+        ):
+            return []
+        if sum(r.extend_len for r in batch) + len(self.running) > self.memory.room():
+            return []
+        for r in self.running:
+            r.extend_len = 1
+        return list(self.running)
+
     def _run_prefill(self, batch: list[Req]) -> list[TokenOutput]:
+        """Prompts (or their next chunks), and running requests riding along (mixed chunk)."""
         fb, logit_rows, plans = extend_batch(batch, self.memory, self.builder)
         fb.query_capture = query_capture(batch, fb.extend_lens_cpu)
+        riders = [r in self.running for r in batch]
+        ride_rows = [i for i, rider in enumerate(riders) if rider]
+        fb.prefix_groups = cascade_groups([batch[i] for i in ride_rows], ride_rows)
+        self.stats.cascade_decode_tokens += sum(len(g) for g, _ in fb.prefix_groups)
         rows = torch.tensor(logit_rows, dtype=torch.int64, device=self.runner.device)
         logits = self.runner.forward(fb, rows)
-        self.stats.prefill_tokens += sum(fb.extend_lens_cpu)
+        self.stats.decode_tokens += sum(riders)
+        self.stats.prefill_tokens += sum(fb.extend_lens_cpu) - sum(riders)
         sampling: list[tuple[Req, int]] = []
         outputs = []
-        for req, (lp_first, lp_pos, sample_row) in zip(batch, plans):
+        for req, (lp_first, lp_pos, sample_row), rider in zip(batch, plans, riders):
             req.kv_len += req.extend_len
+            if rider:
+                sampling.append((req, sample_row))
+                continue
             if len(lp_pos):
                 record_input_logprobs(req, logits[lp_first : lp_first + len(lp_pos)], lp_pos)
             self.cache.cache_unfinished_req(req)  # later requests may share it from now on

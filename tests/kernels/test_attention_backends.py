@@ -210,3 +210,31 @@ def test_batch_invariant_decode_gives_each_row_the_bits_it_gets_alone(make_backe
     for r in rows:
         alone = _decode_rows(backend, kv, r2t, lens, [r], q, k, v, layer, invariant=True)
         assert torch.equal(together[r], alone[0]), r
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_extend_whose_decoding_rows_ride_along_matches_dense(backend_name, make_backend):
+    """A mixed chunk: one-token rows (decoding requests) beside a prompt's next chunk."""
+    torch.manual_seed(3)
+    total = [8, 13, 10]  # rows 0 and 1 decode their last token; row 2 prefills 4 + 6
+    qs = [torch.randn(n, H, D, device=DEVICE, dtype=DTYPE) for n in total]
+    ks = [torch.randn(n, HKV, D, device=DEVICE, dtype=DTYPE) for n in total]
+    vs = [torch.randn(n, HKV, D, device=DEVICE, dtype=DTYPE) for n in total]
+    pools = (ReqToTokenPool(3, 32, DEVICE), KVPool(64, 1, HKV, D, DTYPE, DEVICE))
+    slot_of = {i: pools[0].alloc() for i in range(3)}
+    backend, layer = make_backend(backend_name), PagedAttention(0, H, HKV, D)
+
+    def run(chunks):
+        fb = make_batch(ForwardMode.EXTEND, pools, [0, 1, 2], chunks, slot_of)
+        backend.init_forward_metadata(fb)
+        q, k, v = (
+            torch.cat([x[i][s : s + n] for i, (s, n) in enumerate(chunks)]) for x in (qs, ks, vs)
+        )
+        return backend.forward(q, k, v, layer, fb)
+
+    run([(0, 7), (0, 12), (0, 4)])
+    out = run([(7, 1), (12, 1), (4, 6)])
+    refs = [dense(qs[i], ks[i], vs[i]) for i in range(3)]
+    assert torch.allclose(out[0].float(), refs[0][7], atol=TOL)
+    assert torch.allclose(out[1].float(), refs[1][12], atol=TOL)
+    assert torch.allclose(out[2:].float(), refs[2][4:], atol=TOL)

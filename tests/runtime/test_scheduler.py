@@ -72,3 +72,39 @@ def test_new_prompts_cannot_starve_decoding_requests(parts):
     while sched.has_work():
         sched.step()
     assert sched.flush_cache() and runner.kv_pool.available_size() == 160
+
+
+def test_mixed_chunk_decodes_inside_each_prefill_and_changes_no_token(parts):
+    """With --enable-mixed-chunk a decoding request takes a token in every step, prefills
+    included, and greedy outputs stay those of separate prefill and decode steps."""
+    runner, tok = parts
+    params = SamplingParams(temperature=0, max_new_tokens=8, ignore_eos=True)
+
+    def run(mixed: bool) -> tuple[dict[str, list[int]], int]:
+        runner.args.enable_mixed_chunk = mixed
+        try:
+            sched = Scheduler(runner, tok, {tok.eos_token_id})
+            first = TokenizedGenerateRequest("first", tok.encode("Once upon a time"), params)
+            sched.add_request(first)
+            out: dict[str, list[int]] = {}
+            early = 0  # the first request's tokens over the 6 steps that each admit a prompt
+            for i in range(6):
+                for o in sched.step():
+                    out.setdefault(o.rid, []).extend(o.new_token_ids)
+                    early += len(o.new_token_ids) if o.rid == "first" else 0
+                prompt = tok.encode(f"Tale {i}: the fox")
+                sched.add_request(TokenizedGenerateRequest(f"new{i}", prompt, params))
+                sched.check_memory()
+            while sched.has_work():
+                for o in sched.step():
+                    out.setdefault(o.rid, []).extend(o.new_token_ids)
+                sched.check_memory()
+            assert sched.flush_cache() and runner.kv_pool.available_size() == 160
+            return out, early
+        finally:
+            runner.args.enable_mixed_chunk = False
+
+    separate, early_separate = run(False)
+    mixed, early_mixed = run(True)
+    assert early_mixed == 6 and early_separate < 6
+    assert mixed == separate
