@@ -21,6 +21,7 @@ COLORS = {
     "ours": "#d62728",
     "ours-bf16": "#ff9896",
     "ours-compile": "#8c1515",
+    "ours-mixed": "#e377c2",
     "ours-fp32": "#f7b6d2",
     "vllm": "#1f77b4",
     "vllm-fp32": "#9ecae1",

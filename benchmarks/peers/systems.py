@@ -52,6 +52,13 @@ SYSTEMS = {
             extra_args=("--enable-torch-compile",),
         ),
         SystemSpec(
+            "ours-mixed",
+            "ours (bfloat16, GGUF int4, mixed chunk)",
+            "ours",
+            "auto",
+            extra_args=("--enable-mixed-chunk",),
+        ),
+        SystemSpec(
             "ours-bf16",
             "ours (bfloat16)",
             "ours",
