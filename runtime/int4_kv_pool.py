@@ -256,6 +256,22 @@ class Int4KVPool(KVPool):
         shape = (*slots.shape, self.num_kv_heads, self.head_dim)
         return k.view(shape), v.view(shape)
 
+    def read_exact(self, layer_id, slots, dtype):
+        """K and V of slots this pool holds exactly: a request's slots from the page of its first
+        new token on, which this forward stages or fills. Nothing is dequantized."""
+        flat = slots.reshape(-1)
+        row = self.row_of_slot[flat].clamp(min=0)
+        k = self.k_stage[layer_id][row].to(dtype)
+        v = self.v_stage[layer_id][row].to(dtype)
+        if self._own is not None and self._own[0] == layer_id:
+            own = self.own_row_of_slot[flat]
+            filled = (own >= 0)[:, None, None]
+            own = own.clamp(min=0)
+            k = torch.where(filled, self._own[1][own].to(dtype), k)
+            v = torch.where(filled, self._own[2][own].to(dtype), v)
+        shape = (*slots.shape, self.num_kv_heads, self.head_dim)
+        return k.view(shape), v.view(shape)
+
     def _read(self, layer_id, flat, dtype):
         """K and V of the slots `flat` as stored: full pages quantized, partial pages exact."""
         i = layer_id

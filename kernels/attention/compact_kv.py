@@ -42,7 +42,7 @@ class _CompactKV:
             self.k, self.v = self.pool.read_own_page(layer_id, self.slots, self.dtype)
             return
         k, v = self.pool.read_kv(layer_id, self.slots, self.dtype)
-        k_own, v_own = self.pool.read_own_page(layer_id, self.own_slots, self.dtype)
+        k_own, v_own = self.pool.read_exact(layer_id, self.own_slots, self.dtype)
         self.k, self.v = torch.cat([k, k_own]), torch.cat([v, v_own])
 
     def get_kv(self, layer_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,7 +54,7 @@ class _CompactKV:
     def read_kv(self, layer_id, slots, dtype):
         return self.k[slots].to(dtype), self.v[slots].to(dtype)
 
-    read_own_page = read_kv
+    read_own_page = read_exact = read_kv
 
     def plan(self, batch) -> None:
         pass

@@ -11,6 +11,7 @@ import sys
 import pytest
 import torch
 
+from kernels.attention import torch_native
 from kernels.attention.compact_kv import CompactKVBackend
 from kernels.attention.registry import create_backend
 from kernels.forward_batch import ForwardBatch, ForwardMode
@@ -150,6 +151,13 @@ def test_cascade_decode_over_shared_quantized_pages(backend_name, fmt, make_back
     backend.init_forward_metadata(fb)
     q, out = exact.forward(backend, layer, fb, locs)
     check_rows(out, q, pool, exact, r2t, rows, starts, [1] * 6, layer)
+
+
+def test_int4_extend_attends_in_blocks_of_pages(monkeypatch, make_backend):
+    """torch_native runs an int4 extend's queries in blocks of whole pages; blocks of one page
+    (several per extend here) must see what a query sees in one block."""
+    monkeypatch.setattr(torch_native, "QUERY_BLOCK", PAGE)
+    test_extend_then_decode_over_a_quantized_pool("torch_native", "int4", make_backend)
 
 
 @pytest.mark.parametrize("chunks", [[5] + [1] * 16, [11, 10], [3, 9] + [1] * 9])
