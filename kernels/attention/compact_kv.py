@@ -1,7 +1,7 @@
-"""Lets a backend whose kernels cannot read a pool's format (FlashInfer on int8 and int4, Triton
-on int4) serve it: per batch, the slots the batch reads are dequantized into a compact exact
-buffer, and the kernels run on a copy of the batch whose table points into it. Only those slots
-are ever dequantized, never the whole pool; the quantized pool keeps the only lasting copy.
+"""Lets a backend whose kernels cannot read a pool's format (FlashInfer on int8 and int4) serve
+it: per batch, the slots the batch reads are dequantized into a compact exact buffer, and the
+kernels run on a copy of the batch whose table points into it. Only those slots are ever
+dequantized, never the whole pool; the quantized pool keeps the only lasting copy.
 
 A pool that reads a query's own page apart (`own_page_size`, int4) gets, in an extend batch, a
 second copy of each request's slots from the page of its first new token on, read exactly; each

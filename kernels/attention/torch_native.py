@@ -75,8 +75,10 @@ def _extend_own_pages(pool, layer, qi, slots, prefix, gqa):
                 qi[:, :, q_pos[0] - prefix : end - prefix],
                 keys.transpose(0, 1)[None],
                 vals.transpose(0, 1)[None],
-                attn_mask=mask, scale=layer.scaling, enable_gqa=gqa,
-            )  # fmt: skip
+                attn_mask=mask,
+                scale=layer.scaling,
+                enable_gqa=gqa,
+            )
         )
     return torch.cat(outs, dim=2)
 
