@@ -45,7 +45,7 @@ def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: fl
     return out.to(q.dtype), torch.logsumexp(scores, dim=-1)
 
 
-QUERY_BLOCK = 128  # queries per attention call on a pool that reads own pages apart
+QUERY_BLOCK = 64  # queries per attention call on a pool that reads own pages apart
 
 
 def _extend_own_pages(pool, layer, qi, slots, prefix, gqa):
@@ -59,28 +59,35 @@ def _extend_own_pages(pool, layer, qi, slots, prefix, gqa):
     k_st, v_st = pool.read_kv(layer.layer_id, slots[:last], qi.dtype)
     k_ex, v_ex = pool.read_exact(layer.layer_id, slots[first:], qi.dtype)
     block = max(ps, QUERY_BLOCK - QUERY_BLOCK % ps)
-    outs = []
-    for start in range(first, seq_len, block):
+    # One buffer per K and V: the stored keys, each block's exact keys written right after the
+    # stored keys it sees. Blocks run last to first, so a block overwrites only stored keys
+    # that no block still to run reads, and no block copies the stored keys again.
+    pad = k_st.new_empty(block, *k_st.shape[1:])
+    k_buf, v_buf = torch.cat([k_st, pad]), torch.cat([v_st, pad])
+    out = torch.empty_like(qi)
+    for start in reversed(range(first, seq_len, block)):
         end = min(start + block, seq_len)
         seen = (end - 1) - (end - 1) % ps  # stored keys before the block's last page
-        keys = torch.cat([k_st[:seen], k_ex[start - first : end - first]])
-        vals = torch.cat([v_st[:seen], v_ex[start - first : end - first]])
+        n = seen + end - start
+        k_buf[seen:n], v_buf[seen:n] = (
+            k_ex[start - first : end - first],
+            v_ex[start - first : end - first],
+        )
         k_pos = torch.cat([torch.arange(seen, device=dev), torch.arange(start, end, device=dev)])
-        exact = torch.arange(k_pos.numel(), device=dev) >= seen
+        exact = torch.arange(n, device=dev) >= seen
         q_pos = torch.arange(max(prefix, start), end, device=dev)
         same_page = k_pos[None, :] // ps == q_pos[:, None] // ps
         mask = (k_pos[None, :] <= q_pos[:, None]) & (same_page == exact[None, :])
-        outs.append(
-            F.scaled_dot_product_attention(
-                qi[:, :, q_pos[0] - prefix : end - prefix],
-                keys.transpose(0, 1)[None],
-                vals.transpose(0, 1)[None],
-                attn_mask=mask,
-                scale=layer.scaling,
-                enable_gqa=gqa,
-            )
+        rows = slice(q_pos[0] - prefix, end - prefix)
+        out[:, :, rows] = F.scaled_dot_product_attention(
+            qi[:, :, rows],
+            k_buf[:n].transpose(0, 1)[None],
+            v_buf[:n].transpose(0, 1)[None],
+            attn_mask=mask,
+            scale=layer.scaling,
+            enable_gqa=gqa,
         )
-    return torch.cat(outs, dim=2)
+    return out
 
 
 class TorchNativeBackend(AttentionBackend):
