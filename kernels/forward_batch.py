@@ -49,6 +49,13 @@ class KVCache(Protocol):
         `own_page_size` > 0 (int4: a query sees its own page exactly)."""
         ...
 
+    def read_exact(
+        self, layer_id: int, slots: torch.Tensor, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """read_own_page for slots from the page of a request's first new token on (all held
+        exactly in this forward), without dequantizing anything."""
+        ...
+
     def plan(self, batch: ForwardBatch) -> None:
         """Runs once per batch before the forward (a paged format decides which pages fill)."""
         ...

@@ -31,6 +31,7 @@ from kernels.kv_quant import (
     quantize_int4_keys,
     quantize_int4_values,
 )
+from kernels.triton_ops.int4_rows import Int4KV
 from runtime.memory_pool import KVPool
 
 _SCALE_BYTES = torch.empty((), dtype=SCALE_DTYPE).element_size()
@@ -123,6 +124,19 @@ class Int4KVPool(KVPool):
 
     def get_kv(self, layer_id: int):
         raise TypeError("the int4 KV pool has no exact buffers; read it with read_kv")
+
+    def kv_scales(self, layer_id: int) -> Int4KV:
+        """Everything a kernel needs to read layer `layer_id` in registers (int4_rows)."""
+        i = layer_id
+        own = self._own if self._own is not None and self._own[0] == i else None
+        return Int4KV(
+            self.k_codes[i], self.v_codes[i], self.k_scale[i], self.k_offset[i],
+            self.v_scale[i], self.v_offset[i],
+            self.page_of_slot, self.row_of_slot, self.own_row_of_slot,
+            self.k_stage[i], self.v_stage[i],
+            self.k_stage[i] if own is None else own[1], self.v_stage[i] if own is None else own[2],
+            self.page_size, self.group,
+        )  # fmt: skip
 
     # ---- slots coming and going ----
 
@@ -253,6 +267,22 @@ class Int4KVPool(KVPool):
             own = (row >= 0).nonzero().squeeze(1)
             k[own] = self._own[1][row[own]].to(dtype)
             v[own] = self._own[2][row[own]].to(dtype)
+        shape = (*slots.shape, self.num_kv_heads, self.head_dim)
+        return k.view(shape), v.view(shape)
+
+    def read_exact(self, layer_id, slots, dtype):
+        """K and V of slots this pool holds exactly: a request's slots from the page of its first
+        new token on, which this forward stages or fills. Nothing is dequantized."""
+        flat = slots.reshape(-1)
+        row = self.row_of_slot[flat].clamp(min=0)
+        k = self.k_stage[layer_id][row].to(dtype)
+        v = self.v_stage[layer_id][row].to(dtype)
+        if self._own is not None and self._own[0] == layer_id:
+            own = self.own_row_of_slot[flat]
+            filled = (own >= 0)[:, None, None]
+            own = own.clamp(min=0)
+            k = torch.where(filled, self._own[1][own].to(dtype), k)
+            v = torch.where(filled, self._own[2][own].to(dtype), v)
         shape = (*slots.shape, self.num_kv_heads, self.head_dim)
         return k.view(shape), v.view(shape)
 

@@ -119,6 +119,13 @@ class KVPool:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         return self.read_kv(layer_id, slots, dtype)
 
+    def read_exact(
+        self, layer_id: int, slots: torch.Tensor, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`read_own_page` for slots from the page of a request's first new token on, which a
+        paged format still holds exactly in this forward: it can skip dequantizing them."""
+        return self.read_kv(layer_id, slots, dtype)
+
     def kv_scales(self, layer_id: int) -> KVScales | None:
         """How a kernel turns `get_kv`'s buffers into values; None when they are values."""
         return None

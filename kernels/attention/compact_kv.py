@@ -1,7 +1,7 @@
-"""Lets a backend whose kernels cannot read a pool's format (FlashInfer on int8 and int4, Triton
-on int4) serve it: per batch, the slots the batch reads are dequantized into a compact exact
-buffer, and the kernels run on a copy of the batch whose table points into it. Only those slots
-are ever dequantized, never the whole pool; the quantized pool keeps the only lasting copy.
+"""Lets a backend whose kernels cannot read a pool's format (FlashInfer on int8 and int4) serve
+it: per batch, the slots the batch reads are dequantized into a compact exact buffer, and the
+kernels run on a copy of the batch whose table points into it. Only those slots are ever
+dequantized, never the whole pool; the quantized pool keeps the only lasting copy.
 
 A pool that reads a query's own page apart (`own_page_size`, int4) gets, in an extend batch, a
 second copy of each request's slots from the page of its first new token on, read exactly; each
@@ -43,7 +43,7 @@ class _CompactKV:
             self.k, self.v = self.pool.read_own_page(layer_id, self.slots, self.dtype)
             return
         k, v = self.pool.read_kv(layer_id, self.slots, self.dtype)
-        k_own, v_own = self.pool.read_own_page(layer_id, self.own_slots, self.dtype)
+        k_own, v_own = self.pool.read_exact(layer_id, self.own_slots, self.dtype)
         self.k, self.v = torch.cat([k, k_own]), torch.cat([v, v_own])
 
     def get_kv(self, layer_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,7 +55,7 @@ class _CompactKV:
     def read_kv(self, layer_id, slots, dtype):
         return gather_rows(self.k, slots).to(dtype), gather_rows(self.v, slots).to(dtype)
 
-    read_own_page = read_kv
+    read_own_page = read_exact = read_kv
 
     def plan(self, batch) -> None:
         pass

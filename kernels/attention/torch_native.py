@@ -55,21 +55,49 @@ def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: fl
     return out.to(q.dtype), torch.logsumexp(scores, dim=-1)
 
 
-def _with_own_pages(pool, layer_id, slots, prefix, keys, values):
-    """A pool that reads a query's own page apart (`own_page_size`): the keys `slots` as stored,
-    then again, exactly, from the page of the first new token on; each query sees the earlier
-    pages through the first copy and its own page through the second. Returns (keys, values,
-    boolean mask [new tokens, keys])."""
-    ps, seq_len = pool.own_page_size, slots.numel()
+QUERY_BLOCK = 64  # queries per attention call on a pool that reads own pages apart
+
+
+def _extend_own_pages(pool, layer, qi, slots, prefix, gqa):
+    """Extend on a pool that reads a query's own page apart (`own_page_size`): each block of
+    whole pages of queries attends to the earlier pages as stored and to its own pages exactly,
+    with one softmax over both, so it reads about the keys causal attention reads, not all of
+    them twice. qi: [1, H, new tokens, D] -> the same shape."""
+    ps, seq_len, dev = pool.own_page_size, slots.numel(), qi.device
     first = prefix - prefix % ps
-    k_own, v_own = pool.read_own_page(layer_id, slots[first:], keys.dtype)
-    dev = keys.device
-    k_pos = torch.cat([torch.arange(seq_len, device=dev), torch.arange(first, seq_len, device=dev)])
-    is_own = torch.arange(k_pos.numel(), device=dev) >= seq_len
-    q_pos = torch.arange(prefix, seq_len, device=dev)
-    same_page = k_pos[None, :] // ps == q_pos[:, None] // ps
-    mask = (k_pos[None, :] <= q_pos[:, None]) & (same_page == is_own[None, :])
-    return torch.cat([keys, k_own]), torch.cat([values, v_own]), mask
+    last = (seq_len - 1) - (seq_len - 1) % ps  # where the last query's page begins
+    k_st, v_st = pool.read_kv(layer.layer_id, slots[:last], qi.dtype)
+    k_ex, v_ex = pool.read_exact(layer.layer_id, slots[first:], qi.dtype)
+    block = max(ps, QUERY_BLOCK - QUERY_BLOCK % ps)
+    # One buffer per K and V: the stored keys, each block's exact keys written right after the
+    # stored keys it sees. Blocks run last to first, so a block overwrites only stored keys
+    # that no block still to run reads, and no block copies the stored keys again.
+    pad = k_st.new_empty(block, *k_st.shape[1:])
+    k_buf, v_buf = torch.cat([k_st, pad]), torch.cat([v_st, pad])
+    out = torch.empty_like(qi)
+    for start in reversed(range(first, seq_len, block)):
+        end = min(start + block, seq_len)
+        seen = (end - 1) - (end - 1) % ps  # stored keys before the block's last page
+        n = seen + end - start
+        k_buf[seen:n], v_buf[seen:n] = (
+            k_ex[start - first : end - first],
+            v_ex[start - first : end - first],
+        )
+        k_pos = torch.cat([torch.arange(seen, device=dev), torch.arange(start, end, device=dev)])
+        exact = torch.arange(n, device=dev) >= seen
+        q_pos = torch.arange(max(prefix, start), end, device=dev)
+        same_page = k_pos[None, :] // ps == q_pos[:, None] // ps
+        mask = (k_pos[None, :] <= q_pos[:, None]) & (same_page == exact[None, :])
+        rows = slice(q_pos[0] - prefix, end - prefix)
+        out[:, :, rows] = F.scaled_dot_product_attention(
+            qi[:, :, rows],
+            k_buf[:n].transpose(0, 1)[None],
+            v_buf[:n].transpose(0, 1)[None],
+            attn_mask=mask,
+            scale=layer.scaling,
+            enable_gqa=gqa,
+        )
+    return out
 
 
 def _decode_meta(table, pool_rows, seq_lens, prefix_groups=(), kv_holes=(), invariant=False):
@@ -205,19 +233,20 @@ class TorchNativeBackend(AttentionBackend):
             slots = table[batch.req_pool_indices[i], :seq_len]
             # 4-D inputs: with 3-D ones torch takes its slow math path on the CPU.
             qi = q[start : start + ext].transpose(0, 1)[None]  # [1, H, ext, D]
-            ki, vi = pool.read_kv(layer.layer_id, slots, q.dtype)
-            mask = None  # none: plain causal
             if pool.own_page_size:
-                ki, vi, mask = _with_own_pages(pool, layer.layer_id, slots, prefix, ki, vi)
-            elif prefix:
-                # Query j sits at position prefix + j and sees keys up to it (bottom-right causal).
-                qpos = torch.arange(prefix, seq_len, device=q.device)
-                mask = torch.arange(seq_len, device=q.device)[None, :] <= qpos[:, None]
-            ki, vi = ki.transpose(0, 1)[None], vi.transpose(0, 1)[None]  # [1, Hkv, keys, D]
-            oi = F.scaled_dot_product_attention(
-                qi, ki, vi, attn_mask=mask, is_causal=mask is None, scale=layer.scaling,
-                enable_gqa=gqa,
-            )  # fmt: skip
+                oi = _extend_own_pages(pool, layer, qi, slots, prefix, gqa)
+            else:
+                ki, vi = pool.read_kv(layer.layer_id, slots, q.dtype)
+                mask = None  # none: plain causal
+                if prefix:
+                    # Query j sits at position prefix + j and sees keys up to it (bottom-right).
+                    qpos = torch.arange(prefix, seq_len, device=q.device)
+                    mask = torch.arange(seq_len, device=q.device)[None, :] <= qpos[:, None]
+                ki, vi = ki.transpose(0, 1)[None], vi.transpose(0, 1)[None]  # [1, Hkv, keys, D]
+                oi = F.scaled_dot_product_attention(
+                    qi, ki, vi, attn_mask=mask, is_causal=mask is None, scale=layer.scaling,
+                    enable_gqa=gqa,
+                )  # fmt: skip
             out[start : start + ext] = oi[0].transpose(0, 1)
             start += ext
         return out

@@ -24,6 +24,7 @@ from kernels.triton_ops.decode_attention import (
     query_blocks,
 )
 from kernels.triton_ops.extend_attention import extend_attention
+from kernels.triton_ops.int4_rows import Int4KV
 
 
 @dataclass
@@ -97,7 +98,8 @@ class TritonBackend(AttentionBackend):
         self.rows_per_item = max(1, MAX_BLOCK_M // (num_heads // num_kv_heads))
 
     def reads_pool(self, pool) -> bool:
-        return pool.codes in (None, "int8", "fp8")  # dequantized in registers (KVScales)
+        # dequantized in registers (KVScales; int4: Int4KV, with a query's own page exact)
+        return pool.codes in (None, "int8", "fp8", "int4")
 
     def _to_device(self, host: torch.Tensor) -> torch.Tensor:
         """Host metadata to the device without waiting for the work already queued there."""
@@ -248,28 +250,33 @@ class TritonBackend(AttentionBackend):
         pool.set_kv(layer.layer_id, batch.out_cache_loc, k, v)
         meta: _DecodeMeta = batch.attn_metadata
         own = meta.own if meta.layer_own is None else meta.layer_own[layer.layer_id]
-        out, _ = cascade_decode_attention(
-            q,
-            *pool.get_kv(layer.layer_id),
-            own,
-            meta.shared,
-            layer.scaling,
-            pool.kv_scales(layer.layer_id),
-        )
+        k_buf, v_buf, scales = _buffers(pool, layer.layer_id)
+        out, _ = cascade_decode_attention(q, k_buf, v_buf, own, meta.shared, layer.scaling, scales)
         return out
 
     def forward_extend(self, q, k, v, layer, batch) -> torch.Tensor:
         pool = batch.kv_cache
         pool.set_kv(layer.layer_id, batch.out_cache_loc, k, v)
         meta: _ExtendMeta = batch.attn_metadata
+        k_buf, v_buf, scales = _buffers(pool, layer.layer_id)
         return extend_attention(
             q,
-            *pool.get_kv(layer.layer_id),
+            k_buf,
+            v_buf,
             meta.qo_indptr,
             meta.kv_indptr,
             meta.kv_indices,
             meta.prefix_lens,
             meta.max_extend_len,
             layer.scaling,
-            pool.kv_scales(layer.layer_id),
+            scales,
         )
+
+
+def _buffers(pool, layer_id: int) -> tuple:
+    """(K buffer, V buffer, how to read them): int4 has no buffers of values (`get_kv` refuses),
+    its codes come with the rest of what the kernels read."""
+    scales = pool.kv_scales(layer_id)
+    if isinstance(scales, Int4KV):
+        return scales.k_codes, scales.v_codes, scales
+    return (*pool.get_kv(layer_id), scales)

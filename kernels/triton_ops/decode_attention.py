@@ -19,6 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.triton_ops.int4_attention import int4_partial
+from kernels.triton_ops.int4_rows import Int4KV
 from kernels.triton_ops.kv_scales import KVScales, scale_args
 from kernels.triton_ops.merge_state import merge_state
 from kernels.triton_ops.online_softmax import (
@@ -208,36 +210,13 @@ class DecodeItems:
     num_splits: int
 
 
-def decode_attention(
-    q: torch.Tensor,
-    k_buf: torch.Tensor,
-    v_buf: torch.Tensor,
-    items: DecodeItems,
-    scale: float,
-    kv_scales: KVScales | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """q: [T, H, D]; k_buf/v_buf: the pool's [slots, Hkv, D] for one layer, exact values or,
-    with `kv_scales`, codes dequantized as they load.
-
-    Returns (out [len(q_rows), H, D] like q, float32 lse [len(q_rows), H]) in q_rows order; a
-    query with no keys gets 0 and lse -inf.
-    """
+def _launch_partial(q, k_buf, v_buf, items, scale, kv_scales, mid_o, mid_lse, blocks) -> None:
+    """Stage 1 over exact buffers, or codes with per-slot or per-head scales (KVScales)."""
     _, num_heads, head_dim = q.shape
     num_kv_heads = k_buf.shape[1]
-    group = num_heads // num_kv_heads
-    num_items = items.q_indptr.numel() - 1
-    num_q = items.q_rows.numel()
-    splits = items.num_splits
-    out = torch.empty(num_q, num_heads, head_dim, dtype=q.dtype, device=q.device)
-    lse = torch.empty(num_q, num_heads, dtype=torch.float32, device=q.device)
-    if num_q == 0:
-        return out, lse
-    mid_o = torch.empty(num_q, num_heads, splits, head_dim, dtype=torch.float32, device=q.device)
-    mid_lse = torch.empty(num_q, num_heads, splits, dtype=torch.float32, device=q.device)
-    block_m, num_m_blocks = query_blocks(items.max_q_per_item, group)
-    block_n = 32 if head_dim > 64 else 64
+    block_m, num_m_blocks = blocks
     quant_args, quant_flags = scale_args(kv_scales, k_buf)
-    _partial_kernel[(num_items, num_kv_heads * num_m_blocks, splits)](
+    _partial_kernel[(items.q_indptr.numel() - 1, num_kv_heads * num_m_blocks, items.num_splits)](
         q, k_buf, v_buf, *quant_args[:4], mid_o, mid_lse,
         items.q_indptr, items.q_rows, items.kv_indptr, items.kv_indices,
         scale,
@@ -246,9 +225,40 @@ def decode_attention(
         v_buf.stride(0), v_buf.stride(1), quant_args[4],
         mid_o.stride(0), mid_o.stride(1), mid_o.stride(2),
         mid_lse.stride(0), mid_lse.stride(1),
-        num_m_blocks, splits,
-        GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, **quant_flags,
+        num_m_blocks, items.num_splits,
+        GROUP=num_heads // num_kv_heads, HEAD_DIM=head_dim, BLOCK_M=block_m,
+        BLOCK_N=32 if head_dim > 64 else 64, **quant_flags,
     )  # fmt: skip
+
+
+def decode_attention(
+    q: torch.Tensor,
+    k_buf: torch.Tensor,
+    v_buf: torch.Tensor,
+    items: DecodeItems,
+    scale: float,
+    kv_scales: KVScales | Int4KV | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """q: [T, H, D]; k_buf/v_buf: the pool's [slots, Hkv, D] for one layer, exact values or,
+    with `kv_scales`, codes dequantized as they load (int4: `kv_scales` holds them all).
+
+    Returns (out [len(q_rows), H, D] like q, float32 lse [len(q_rows), H]) in q_rows order; a
+    query with no keys gets 0 and lse -inf.
+    """
+    _, num_heads, head_dim = q.shape
+    num_q = items.q_rows.numel()
+    splits = items.num_splits
+    out = torch.empty(num_q, num_heads, head_dim, dtype=q.dtype, device=q.device)
+    lse = torch.empty(num_q, num_heads, dtype=torch.float32, device=q.device)
+    if num_q == 0:
+        return out, lse
+    mid_o = torch.empty(num_q, num_heads, splits, head_dim, dtype=torch.float32, device=q.device)
+    mid_lse = torch.empty(num_q, num_heads, splits, dtype=torch.float32, device=q.device)
+    blocks = query_blocks(items.max_q_per_item, num_heads // k_buf.shape[1])
+    if isinstance(kv_scales, Int4KV):
+        int4_partial(q, kv_scales, items, scale, mid_o, mid_lse, *blocks)
+    else:
+        _launch_partial(q, k_buf, v_buf, items, scale, kv_scales, mid_o, mid_lse, blocks)
     _reduce_kernel[(num_q,)](
         mid_o, mid_lse, out, lse,
         mid_o.stride(0), mid_o.stride(1), mid_o.stride(2),
@@ -267,7 +277,7 @@ def cascade_decode_attention(
     own: DecodeItems,
     shared: DecodeItems | None,
     scale: float,
-    kv_scales: KVScales | None = None,
+    kv_scales: KVScales | Int4KV | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Each request attends to its own slots (`own`: one item per request, rows in batch order);
     each group of requests under a shared prefix attends to it together (`shared`: one item per

@@ -8,6 +8,8 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.triton_ops.int4_attention import int4_extend
+from kernels.triton_ops.int4_rows import Int4KV
 from kernels.triton_ops.kv_scales import KVScales, scale_args
 from kernels.triton_ops.online_softmax import attend_block, empty_result, finish, load_kv_rows
 
@@ -101,12 +103,17 @@ def extend_attention(
     prefix_lens: torch.Tensor,
     max_extend_len: int,
     scale: float,
-    kv_scales: KVScales | None = None,
+    kv_scales: KVScales | Int4KV | None = None,
 ) -> torch.Tensor:
     """q: [T, H, D], the new tokens of every request back to back (`qo_indptr`). Request r's
     keys are the slots `kv_indices[kv_indptr[r]:kv_indptr[r+1]]`: its prefix of `prefix_lens[r]`
     tokens, then its new tokens. With `kv_scales` the buffers hold codes, dequantized as they
-    load. Returns [T, H, D] like q."""
+    load (int4: `kv_scales` holds them all, and a query reads its own page exactly).
+    Returns [T, H, D] like q."""
+    if isinstance(kv_scales, Int4KV):
+        return int4_extend(
+            q, kv_scales, qo_indptr, kv_indptr, kv_indices, prefix_lens, max_extend_len, scale
+        )
     num_tokens, num_heads, head_dim = q.shape
     group = num_heads // k_buf.shape[1]
     out = torch.empty_like(q)

@@ -16,13 +16,19 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from kernels.triton_ops import decode_attention, extend_attention, merge_state  # noqa: E402
+from kernels.triton_ops import (  # noqa: E402
+    decode_attention,
+    extend_attention,
+    int4_attention,
+    merge_state,
+)
 
 INDEX_POINTERS = {"q_indptr", "kv_indptr", "kv_indices", "qo_indptr", "prefix_lens"}
 FLOAT32_POINTERS = {"MidO", "MidLse", "Lse", "SOut", "Sa", "Sb"}
 
 EXACT = {"DEQUANT": False, "HAS_OFFSET": False}
 INT8 = {"DEQUANT": True, "HAS_OFFSET": True}  # int8 codes, a float16 scale and offset per slot
+INT4 = {"V_GROUP": 32}  # packed int4 codes; values scaled per 32 channels
 CASES = [
     (
         decode_attention._partial_kernel,
@@ -50,8 +56,18 @@ CASES = [
         extend_attention._extend_kernel,
         {"GROUP": 4, "HEAD_DIM": 128, "BLOCK_M": 32, "BLOCK_N": 32, **INT8},
     ),
+    (
+        int4_attention._int4_partial_kernel,
+        {"GROUP": 3, "HEAD_DIM": 64, "BLOCK_M": 16, "BLOCK_N": 64, **INT4},
+    ),
+    (
+        int4_attention._int4_extend_kernel,
+        {"GROUP": 4, "HEAD_DIM": 128, "BLOCK_M": 32, "BLOCK_N": 32, "PAGE": 32, **INT4},
+    ),
 ]
 SCALE_POINTERS = {"KScale", "KOffset", "VScale", "VOffset"}
+INT4_CODES = {"KCodes", "VCodes"}
+SLOT_MAPS = {"PageOf", "RowOf", "OwnRow"}  # int4: each slot's page record, staging row, own row
 
 
 def signature(kernel, dtype: str, constexprs: dict) -> dict[str, str]:
@@ -63,6 +79,10 @@ def signature(kernel, dtype: str, constexprs: dict) -> dict[str, str]:
             sig[name] = "*i8"
         elif name in SCALE_POINTERS:
             sig[name] = "*fp16"
+        elif name in INT4_CODES:
+            sig[name] = "*u8"
+        elif name in SLOT_MAPS:
+            sig[name] = "*i64"
         elif name[0].isupper():
             sig[name] = "*fp32" if name in FLOAT32_POINTERS else f"*{dtype}"
         elif name in INDEX_POINTERS:

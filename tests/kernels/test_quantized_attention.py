@@ -1,8 +1,8 @@
 """Every attention backend over the quantized pools, against plain attention over what the pool
 dequantizes to: prefill in two chunks, then decode steps that fill a page, and cascade decode
-over a shared prefix of quantized pages. Triton runs in its interpreter and reads int8 and fp8
-codes itself, int4 through the compact dequantized view; FlashInfer, through its stand-in, takes
-fp8 pages as they are and int8 and int4 through the compact view."""
+over a shared prefix of quantized pages. Triton runs in its interpreter and reads every format's
+codes itself; FlashInfer, through its stand-in, takes fp8 pages as they are and int8 and int4
+through the compact view."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sys
 import pytest
 import torch
 
+from kernels.attention import torch_native
 from kernels.attention.compact_kv import CompactKVBackend
 from kernels.attention.registry import create_backend
 from kernels.forward_batch import ForwardBatch, ForwardMode
@@ -24,7 +25,7 @@ H, HKV, D, PAGE = 4, 2, 16, 8
 FORMATS = ["int8", "fp8_e4m3", "int4"]
 CASES = [(b, f) for b in ("torch_native", "triton", "flashinfer") for f in FORMATS]
 # Which backends read which formats as stored (the rest go through the compact view).
-READS = {"torch_native": set(FORMATS), "triton": {"int8", "fp8_e4m3"}, "flashinfer": {"fp8_e4m3"}}
+READS = {"torch_native": set(FORMATS), "triton": set(FORMATS), "flashinfer": {"fp8_e4m3"}}
 
 
 @pytest.fixture
@@ -150,6 +151,13 @@ def test_cascade_decode_over_shared_quantized_pages(backend_name, fmt, make_back
     backend.init_forward_metadata(fb)
     q, out = exact.forward(backend, layer, fb, locs)
     check_rows(out, q, pool, exact, r2t, rows, starts, [1] * 6, layer)
+
+
+def test_int4_extend_attends_in_blocks_of_pages(monkeypatch, make_backend):
+    """torch_native runs an int4 extend's queries in blocks of whole pages; blocks of one page
+    (several per extend here) must see what a query sees in one block."""
+    monkeypatch.setattr(torch_native, "QUERY_BLOCK", PAGE)
+    test_extend_then_decode_over_a_quantized_pool("torch_native", "int4", make_backend)
 
 
 @pytest.mark.parametrize("chunks", [[5] + [1] * 16, [11, 10], [3, 9] + [1] * 9])
