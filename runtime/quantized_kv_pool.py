@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from kernels.attention.kv_indices import gather_rows
 from kernels.kv_quant import (
     SCALE_DTYPE,
     dequantize_fp8,
@@ -73,10 +74,16 @@ class Int8KVPool(KVPool):
     def read_kv(self, layer_id, slots, dtype):
         i = layer_id
         k = dequantize_int8(
-            self.k_codes[i][slots], self.k_scale[i][slots], self.k_offset[i][slots], dtype
+            gather_rows(self.k_codes[i], slots),
+            gather_rows(self.k_scale[i], slots),
+            gather_rows(self.k_offset[i], slots),
+            dtype,
         )
         v = dequantize_int8(
-            self.v_codes[i][slots], self.v_scale[i][slots], self.v_offset[i][slots], dtype
+            gather_rows(self.v_codes[i], slots),
+            gather_rows(self.v_scale[i], slots),
+            gather_rows(self.v_offset[i], slots),
+            dtype,
         )
         return k, v
 
@@ -121,6 +128,6 @@ class Fp8KVPool(KVPool):
     def read_kv(self, layer_id, slots, dtype):
         ks, vs = self.head_scales(layer_id)
         return (
-            dequantize_fp8(self.k_buffer[layer_id][slots], ks, dtype),
-            dequantize_fp8(self.v_buffer[layer_id][slots], vs, dtype),
+            dequantize_fp8(gather_rows(self.k_buffer[layer_id], slots), ks, dtype),
+            dequantize_fp8(gather_rows(self.v_buffer[layer_id], slots), vs, dtype),
         )
