@@ -165,10 +165,10 @@ def main() -> None:
 
     folder = prepare_model_folder(None, None)
     tok = load_tokenizer(folder)
-    specs = [
+    specs = [  # the kinds take turns, so a run cut short has as many of each
         {"kind": k, "n_tokens": n, "depth": d, "seed": args.seed + i}
-        for k in args.kinds
         for i, (n, d) in enumerate((n, d) for n in args.lengths for d in args.depths)
+        for k in args.kinds
     ]
     tasks = [kv_tasks.KINDS[s["kind"]](tok, s["n_tokens"], s["depth"], s["seed"]) for s in specs]
     plan = [("full", 0)] + [(m, b) for m in args.methods for b in args.budgets]
