@@ -47,11 +47,15 @@ def build_requests(tok, n: int, min_tokens: int, max_tokens: int) -> list[tuple[
 
 
 def parse_spec(name: str) -> dict | None:
-    """ "full", or "method:budget" (e.g. snapkv:512)."""
+    """ "full", or "method:budget[:option=int...]" (e.g. snapkv:512:window_size=16)."""
     if name == "full":
         return None
-    method, budget = name.split(":")
-    return {"method": method, "budget": int(budget)}
+    method, budget, *options = name.split(":")
+    spec = {"method": method, "budget": int(budget)}
+    for option in options:
+        key, value = option.split("=")
+        spec[key] = int(value)
+    return spec
 
 
 def run(spec: dict | None, reqs, pool: int, running: int, new_tokens: int) -> dict:
@@ -89,6 +93,7 @@ def run(spec: dict | None, reqs, pool: int, running: int, new_tokens: int) -> di
         "prompt": [m["prompt_tokens"] for m in metas],
         "output": sum(m["completion_tokens"] for m in metas),
         "correct": [kv_tasks.correct(t, code) for t, (_, code) in zip(texts, reqs)],
+        "answers": [t[:60] for t in texts],
     }
 
 
@@ -100,7 +105,10 @@ def run_kvpress(folder: str, reqs, specs: list[str], new_tokens: int) -> list[di
     for name in specs:
         spec = parse_spec(name)
         press = None if spec is None else PRESSES[spec["method"]]
-        configs.append({"name": name, "press": press, "budget": spec and spec["budget"]})
+        options = {k: v for k, v in (spec or {}).items() if k not in ("method", "budget")}
+        configs.append(
+            {"name": name, "press": press, "budget": spec and spec["budget"], "kwargs": options}
+        )
     request = {
         "folder": folder, "new_tokens": new_tokens, "configs": configs,
         "requests": [{"ids": ids, "expected": code} for ids, code in reqs],
@@ -160,6 +168,17 @@ def report(results: dict[str, list[dict]], kvpress: list[dict], new_tokens: int)
         )
 
 
+def report_file(path: str, new_tokens: int) -> None:
+    """The table of a run's records, also when its parts ran apart (ours, then kvpress)."""
+    with open(path) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    results: dict[str, list[dict]] = {}
+    for r in records:
+        if r["system"] == "ours":
+            results.setdefault(r["spec"], []).append(r)
+    report(results, [r for r in records if r["system"] == "kvpress"], new_tokens)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--specs", nargs="+", default=["full", "snapkv:512"])
@@ -172,8 +191,15 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--kvpress", type=int, default=0, help="requests through kvpress (0: none)")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "kv_compression_capacity.jsonl"))
+    ap.add_argument(
+        "--report",
+        help="print the table of every record in this file (one run's file); run nothing",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.report:
+        report_file(args.report, args.new_tokens)
+        return
 
     from runtime.model_loader.loader import load_tokenizer, prepare_model_folder
 
@@ -200,7 +226,10 @@ def main() -> None:
         with open(args.out, "a") as f:
             for r in kvpress:
                 f.write(json.dumps({"system": "kvpress", **r}) + "\n")
-    report(results, kvpress, args.new_tokens)
+    if args.repeats:
+        report(results, kvpress, args.new_tokens)
+    else:  # kvpress alone, beside our records of an earlier invocation
+        report_file(args.out, args.new_tokens)
 
 
 if __name__ == "__main__":

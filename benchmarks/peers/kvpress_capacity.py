@@ -6,7 +6,7 @@ Runs in kvpress's own environment, started by the benchmark:
     .venv-kvpress/bin/python benchmarks/peers/kvpress_capacity.py REQUEST.json OUT.json
 
 REQUEST: {"folder", "new_tokens", "requests": [{"ids", "expected"}],
-          "configs": [{"name", "press" (None: exact KV), "budget"}]}.
+          "configs": [{"name", "press" (None: exact KV), "budget", "kwargs"}]}.
 OUT: per config and request, TTFT (prefill and the first token), seconds, kept KV tokens, text.
 """
 
@@ -33,7 +33,8 @@ logger = logging.getLogger("kvpress_capacity")
 def run_one(model, tok, ids: list[int], cfg: dict, new_tokens: int) -> dict:
     press = None
     if cfg["press"] is not None and cfg["budget"] < len(ids):
-        press = getattr(kvpress, cfg["press"])(compression_ratio=ratio_for(len(ids), cfg["budget"]))
+        ratio = ratio_for(len(ids), cfg["budget"])
+        press = getattr(kvpress, cfg["press"])(compression_ratio=ratio, **cfg["kwargs"])
     t0 = time.perf_counter()
     cache, logits = prefill(model, ids, press)
     first = int(logits.argmax())  # the first token is the prefill's argmax
