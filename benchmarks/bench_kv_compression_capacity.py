@@ -156,14 +156,14 @@ def report(results: dict[str, list[dict]], kvpress: list[dict], new_tokens: int)
         }  # fmt: skip
         rows.append(_row(f"kvpress {name}", [run], base))
     print(
-        f"{'spec':<18} {'prompt':>7} {'kept':>6} {'peak run':>8} {'x run':>6} {'req/s':>6} "
+        f"{'spec':<26} {'prompt':>7} {'kept':>6} {'peak run':>8} {'x run':>6} {'req/s':>6} "
         f"{'x req/s':>7} {'out tok/s':>9} {'TTFT p50':>9} {'TTFT p90':>9} {'retrieved':>9} "
         f"{'seconds':>8}"
     )
     for r in rows:
         print(
-            f"{r['name']:<18} {r['prompt']:>7.0f} {r['kept']:>6.0f} {r['peak']:>8.0f} "
-            f"{r['x_run']:>6.2f} {r['req_s']:>6.3f} {r['x_req_s']:>7.2f} {r['tok_s']:>9.1f} "
+            f"{r['name']:<26} {r['prompt']:>7.0f} {r['kept']:>6.0f} {r['peak']:>8.0f} "
+            f"{r['x_run']:>6.2f} {r['req_s']:>6.4f} {r['x_req_s']:>7.2f} {r['tok_s']:>9.1f} "
             f"{r['ttft50']:>9.2f} {r['ttft90']:>9.2f} {r['acc']:>9.2f} {r['seconds']:>8.1f}"
         )
 
