@@ -4,15 +4,18 @@
         [--budgets 128 256 512 1024] [--lengths 2000 4500 7000] [--depths 0.1 0.5 0.9]
     ... --smoke      # one short needle, two methods at one budget: checks the script
 
-Tasks (`kv_tasks.py`): a key in a 2,000-7,000-token filler at several depths; the export of one
-town among eight short documents; two door codes asked in two turns, the second turn asking
-what the first turn's compression may have dropped. Each runs with the exact KV and with every
-method at every budget, greedy, against our server (`--url`, or one started here with
-`--server-args`) through native /generate with `sampling_params.kv_compression`; the radix cache
-is flushed before each conversation so no request finds another's prompt. With `--kvpress`, the
-same tasks through kvpress on transformers (its own venv), for reference; kvpress has no
-decoding-time H2O, so `h2o` there is its prefill-time ObservedAttentionPress.
-Prints accuracy per system, method and budget; appends every answer to --out (JSON lines).
+Tasks (`kv_tasks.py`): a key in a 2,000-7,000-token filler at several depths; the postal code
+of one town among four short documents; a pass code and a locker number asked in two turns, the
+second turn asking what the first turn's compression may have dropped. Each runs with the exact
+KV and with every method at every budget, greedy, against our server (`--url`, or one started
+here with `--server-args`) through native /generate with `sampling_params.kv_compression`; the
+radix cache is flushed before each conversation so no request finds another's prompt. With
+`--kvpress`, the same tasks through kvpress on transformers (its own venv), for reference;
+kvpress has no decoding-time H2O, so `h2o` there is its prefill-time ObservedAttentionPress.
+PyramidKV runs with `--options` (default window 16, beta 4): with its defaults (window 64,
+beta 20) every budget below 1,280 is exactly SnapKV, in kvpress as here.
+Prints accuracy per system, method and budget; appends every answer to --out (JSON lines,
+tagged with the run's start time; `plot_kv_compression.py` draws the latest run).
 """
 
 from __future__ import annotations
@@ -52,43 +55,49 @@ def post(url: str, path: str, body: dict | None = None) -> dict:
     return json.loads(raw) if raw.strip().startswith(b"{") else {}
 
 
-def run_ours(url: str, tok, tasks, plan, new_tokens: int) -> list[dict]:
-    """plan: (method, budget) pairs, ("full", 0) for the exact KV."""
+def run_ours(url: str, tok, tasks, plan, new_tokens: int, options: dict, sink) -> list[dict]:
+    """plan: (method, budget) pairs, ("full", 0) for the exact KV; options: per method;
+    sink(record) keeps each answer as it comes (a long run may be cut short)."""
     records = []
-    for method, budget in plan:
-        spec = None if method == "full" else {"method": method, "budget": budget}
-        for task in tasks:
-            post(url, "/flush_cache")
-            answers: list[str] = []
-            t0 = time.time()
-            for turn, (_, expected) in enumerate(task.turns):
-                params = {"temperature": 0, "max_new_tokens": new_tokens}
-                if spec:
-                    params["kv_compression"] = spec
-                body = {
-                    "input_ids": kv_tasks.turn_ids(tok, task, answers),
-                    "sampling_params": params,
-                }
-                out = post(url, "/generate", body)
-                text = out["text"]
-                answers.append(text)
-                records.append(
-                    {"system": "ours", "kind": task.kind, "prompt_tokens": len(body["input_ids"]),
-                     "depth": task.depth, "method": method, "budget": budget, "turn": turn,
-                     "text": text, "correct": kv_tasks.correct(text, expected),
-                     "kv_kept": out["meta_info"].get("kv_tokens_kept"),
-                     "seconds": time.time() - t0}
-                )  # fmt: skip
-            logger.info("ours %s %s %s: %s", method, budget, task.kind,
-                        [r["correct"] for r in records[-len(task.turns):]])  # fmt: skip
+    for task, (method, budget) in ((t, p) for t in tasks for p in plan):  # a cut run: whole rows
+        spec = None
+        if method != "full":
+            spec = {"method": method, "budget": budget, **options.get(method, {})}
+        post(url, "/flush_cache")
+        answers: list[str] = []
+        t0 = time.time()
+        for turn, (_, expected) in enumerate(task.turns):
+            params = {"temperature": 0, "max_new_tokens": new_tokens}
+            if spec:
+                params["kv_compression"] = spec
+            body = {
+                "input_ids": kv_tasks.turn_ids(tok, task, answers),
+                "sampling_params": params,
+            }
+            out = post(url, "/generate", body)
+            text = out["text"]
+            answers.append(text)
+            records.append(
+                {"system": "ours", "kind": task.kind, "prompt_tokens": len(body["input_ids"]),
+                 "depth": task.depth, "method": method, "budget": budget, "turn": turn,
+                 "text": text, "correct": kv_tasks.correct(text, expected),
+                 "kv_kept": out["meta_info"].get("kv_tokens_kept"),
+                 "seconds": time.time() - t0}
+            )  # fmt: skip
+            sink(records[-1])
+        logger.info("ours %s %s %s: %s", method, budget, task.kind,
+                    [r["correct"] for r in records[-len(task.turns):]])  # fmt: skip
     return records
 
 
-def run_kvpress(folder, specs, plan, new_tokens: int) -> list[dict]:
+def run_kvpress(folder, specs, plan, new_tokens: int, options: dict) -> list[dict]:
     py = os.path.join(os.path.dirname(HERE), ".venv-kvpress", "bin", "python")
     if not os.path.exists(py):
         raise SystemExit(f"{py} is missing: `scripts/peers.sh kvpress` installs kvpress")
-    configs = [{"method": m, "press": PRESSES.get(m), "kwargs": {}, "budget": b} for m, b in plan]
+    configs = [
+        {"method": m, "press": PRESSES.get(m), "kwargs": options.get(m, {}), "budget": b}
+        for m, b in plan
+    ]
     request = {"folder": folder, "new_tokens": new_tokens, "tasks": specs, "configs": configs}
     with tempfile.TemporaryDirectory() as tmp:
         req_path, out_path = os.path.join(tmp, "req.json"), os.path.join(tmp, "out.json")
@@ -137,6 +146,12 @@ def main() -> None:
     ap.add_argument(
         "--new-tokens", type=int, default=20, help="room for 'The code ... is' + 5 digits"
     )
+    ap.add_argument(
+        "--options",
+        type=json.loads,
+        default={"pyramidkv": {"window_size": 16, "beta": 4}},
+        help="JSON: options per method",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=os.path.join(HERE, "results", "kv_compression.jsonl"))
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks the script")
@@ -150,16 +165,23 @@ def main() -> None:
 
     folder = prepare_model_folder(None, None)
     tok = load_tokenizer(folder)
-    specs = [
+    specs = [  # the kinds take turns, so a run cut short has as many of each
         {"kind": k, "n_tokens": n, "depth": d, "seed": args.seed + i}
-        for k in args.kinds
         for i, (n, d) in enumerate((n, d) for n in args.lengths for d in args.depths)
+        for k in args.kinds
     ]
     tasks = [kv_tasks.KINDS[s["kind"]](tok, s["n_tokens"], s["depth"], s["seed"]) for s in specs]
     plan = [("full", 0)] + [(m, b) for m in args.methods for b in args.budgets]
     logger.info("%d tasks (%d-%d context tokens), %d configurations", len(tasks),
                 min(args.lengths), max(args.lengths), len(plan))  # fmt: skip
     records = []
+    run_tag = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+
+    def sink(record: dict) -> None:
+        with open(args.out, "a") as f:
+            f.write(json.dumps({**record, "smoke": args.smoke, "run": run_tag}) + "\n")
+
     if not args.no_ours:
         server = None
         url = args.url
@@ -169,16 +191,14 @@ def main() -> None:
             server = ServerProcess(*args.server_args.split())
             url = server.url
         try:
-            records += run_ours(url, tok, tasks, plan, args.new_tokens)
+            records += run_ours(url, tok, tasks, plan, args.new_tokens, args.options, sink)
         finally:
             if server is not None:
                 server.stop()
     if args.kvpress:
-        records += run_kvpress(folder, specs, plan, args.new_tokens)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "a") as f:
-        for r in records:
-            f.write(json.dumps({**r, "smoke": args.smoke}) + "\n")
+        for r in run_kvpress(folder, specs, plan, args.new_tokens, args.options):
+            records.append(r)
+            sink(r)
     report(records)
 
 

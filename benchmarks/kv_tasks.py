@@ -2,7 +2,7 @@
 
 Each task is chat turns whose answers can be checked by a substring:
 - needle: a 5-digit key hidden at a given depth of a 2,000-7,000-token filler;
-- documents: several short documents, a question about one of them;
+- documents: four short documents, a question about one of them;
 - two_keys: two keys in the filler, asked for one after the other in two turns (the second
   turn asks about what the first one's compression may have dropped).
 Plain Python and a tokenizer, so the reference (kvpress) environment can use it too.
@@ -26,8 +26,6 @@ FILLER = [
     "The market sells honey, cheese and bread on Saturdays.",
 ]
 TOWNS = ["Arlen", "Brisk", "Corvo", "Dunmere", "Elsby", "Farrow", "Glenna", "Hollis"]
-GOODS = ["copper", "wool", "salt", "glass", "timber", "silk", "tea", "amber"]
-COLORS = ["red", "blue", "green", "yellow", "white", "black"]
 
 
 @dataclass
@@ -61,30 +59,36 @@ def needle(tok, n_tokens: int, depth: float, seed: int) -> Task:
 
 
 def documents(tok, n_tokens: int, depth: float, seed: int) -> Task:
-    """Eight short documents, each naming a town's export; the question asks one town's."""
+    """Four short documents, each naming its town's 4-digit postal code; the question asks one
+    town's. (With eight documents and an export word per town, the default model answered few
+    even with the exact KV: numbers and four documents are what a 135M model can do.)"""
     rng = random.Random(f"documents-{seed}")
-    goods = rng.sample(GOODS, len(TOWNS))
-    per_doc = max(40, n_tokens // len(TOWNS))
-    asked = min(len(TOWNS) - 1, int(depth * len(TOWNS)))
+    towns = TOWNS[:4]
+    codes = [str(rng.randrange(1000, 10000)) for _ in towns]
+    per_doc = max(40, n_tokens // len(towns))
+    asked = min(len(towns) - 1, int(depth * len(towns)))
     docs = []
-    for i, (town, good) in enumerate(zip(TOWNS, goods)):
+    for i, (town, code) in enumerate(zip(towns, codes)):
         body = _filler(tok, per_doc, rng)
-        body = _insert(body, rng.random(), f"The main export of {town} is {good}.")
+        body = _insert(body, rng.random(), f"The postal code of {town} is {code}.")
         docs.append(f"Document {i + 1} ({town}):\n" + " ".join(body))
-    question = f"What is the main export of {TOWNS[asked]}? Answer with one word."
-    return Task("documents", "\n\n".join(docs), [(question, goods[asked])], depth)
+    question = f"What is the postal code of {towns[asked]}? Answer with the number."
+    return Task("documents", "\n\n".join(docs), [(question, codes[asked])], depth)
 
 
 def two_keys(tok, n_tokens: int, depth: float, seed: int) -> Task:
-    """Two door codes; the first turn asks one, the second turn the other."""
+    """A pass code and a locker number; the first turn asks the code, the second the number.
+    Two different nouns: with two door codes the default model, exact KV, often gave the one
+    nearer the end."""
     rng = random.Random(f"two_keys-{seed}")
-    first, second = rng.sample(COLORS, 2)
     codes = [str(rng.randrange(10000, 100000)) for _ in range(2)]
     text = _filler(tok, n_tokens, rng)
-    text = _insert(text, depth, f"The code of the {first} door is {codes[0]}.")
-    text = _insert(text, 1 - depth, f"The code of the {second} door is {codes[1]}.")
-    ask = "What is the code of the {} door? Answer with the number."
-    turns = [(ask.format(first), codes[0]), (ask.format(second), codes[1])]
+    text = _insert(text, depth, f"The secret pass code is {codes[0]}.")
+    text = _insert(text, 1 - depth, f"The locker number is {codes[1]}.")
+    turns = [
+        ("What is the secret pass code? Answer with the number.", codes[0]),
+        ("What is the locker number? Answer with the number.", codes[1]),
+    ]
     return Task("two_keys", " ".join(text), turns, depth)
 
 

@@ -54,11 +54,12 @@ def prefill(model, ids: list[int], press=None):
 
 def greedy(model, cache, last_logits, n: int, new_tokens: int) -> list[int]:
     """Decodes with SDPA: eager attention's mask does not fit layers of different lengths."""
+    before = model.config._attn_implementation
     model.set_attn_implementation("sdpa")
     try:
         return _greedy(model, cache, last_logits, n, new_tokens)
     finally:
-        model.set_attn_implementation("eager")
+        model.set_attn_implementation(before)
 
 
 def _greedy(model, cache, last_logits, n: int, new_tokens: int) -> list[int]:
