@@ -141,11 +141,11 @@ def plot_all(records: list[dict], out_dir: str) -> list[str]:
 
 def headline_ratios(records: list[dict]) -> dict[str, float]:
     """Speed rows of the table as ours / best peer (TTFT inverted so right is better)."""
-    from peers.report import default_rows, medians
+    from peers.report import default_rows, is_peer, medians
 
     med = medians(records)
     systems = {r["system"] for r in records}
-    peers = [s for s in systems if s != "ours"]
+    peers = [s for s in systems if is_peer(s)]
     out = {}
     for row in default_rows(records):
         if row.metric in ("accuracy", "valid", "rss_mib", "latency_p50_s"):

@@ -113,6 +113,11 @@ def ratio(ours: float | None, peers: list[float], higher_better: bool) -> float 
     return ours / best if best else None
 
 
+def is_peer(system: str) -> bool:
+    """Another project's server; our own variants (ours-mixed, ours-compile...) are not peers."""
+    return not system.startswith("ours")
+
+
 def fmt(v: float | None) -> str:
     if v is None:
         return ""
@@ -127,7 +132,7 @@ def table(records: list[dict], systems: list[tuple[str, str]], ours: str = "ours
     """Markdown: a row per metric, a column per system (median over repeats), ours / best peer.
     Accuracy and valid share are results, not speed: no ratio for them."""
     med = medians(records)
-    peers = [s for s, _ in systems if s != ours]
+    peers = [s for s, _ in systems if is_peer(s)]
     head = "| workload | " + " | ".join(label for _, label in systems) + " | ours / best peer |"
     lines = [head, "|---|" + "---:|" * (len(systems) + 1)]
     for row in default_rows(records):
