@@ -20,12 +20,11 @@ import time
 
 import kvpress
 import torch
-import transformers
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from kvpress_positions import greedy, prefill, ratio_for  # noqa: E402
+from kvpress_positions import greedy, prefill, ratio_for, start_worker  # noqa: E402
 
 logger = logging.getLogger("kvpress_capacity")
 
@@ -52,14 +51,8 @@ def run_one(model, tok, ids: list[int], cfg: dict, new_tokens: int) -> dict:
 
 
 def main(request_path: str, out_path: str) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    with open(request_path) as f:
-        req = json.load(f)
-    transformers.utils.logging.disable_progress_bar()
+    req, model = start_worker(request_path, "sdpa")
     tok = AutoTokenizer.from_pretrained(req["folder"])
-    model = AutoModelForCausalLM.from_pretrained(
-        req["folder"], dtype=torch.float32, attn_implementation="sdpa"
-    ).eval()
     results = []
     with torch.no_grad():
         for i, r in enumerate(req["requests"]):

@@ -87,14 +87,21 @@ def kept_positions(full_keys: torch.Tensor, kept_keys: torch.Tensor) -> tuple[li
     return heads, worst
 
 
-def main(request_path: str, out_path: str) -> None:
+def start_worker(request_path: str, attn_implementation: str = "eager") -> tuple[dict, object]:
+    """What every kvpress worker begins with: its request file and the float32 model it names.
+    (A worker is a script run in kvpress's own virtual environment; it logs to its stderr.)"""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     with open(request_path) as f:
         req = json.load(f)
     transformers.utils.logging.disable_progress_bar()
     model = AutoModelForCausalLM.from_pretrained(
-        req["folder"], dtype=torch.float32, attn_implementation="eager"
+        req["folder"], dtype=torch.float32, attn_implementation=attn_implementation
     ).eval()
+    return req, model
+
+
+def main(request_path: str, out_path: str) -> None:
+    req, model = start_worker(request_path)
     result = {
         "kvpress": importlib.metadata.version("kvpress"),
         "transformers": transformers.__version__,
