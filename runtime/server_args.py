@@ -37,12 +37,9 @@ class SchedulerArgs:
     quantization: str = "auto"  # weight-only; auto keeps a GGUF file's quantized tensors packed
     enable_torch_compile: bool = False  # CPU: compile the decode step, bucketed by batch size
     torch_compile_max_bs: int = 32
-    # The same tokens whether the prefix came from the cache or not and whatever the batch: one
-    # kernel per weight for every batch size, decode attention row by row, no cascade decode.
+    # The same tokens whatever the cache hits and the batch (see --enable-deterministic-inference)
     enable_deterministic_inference: bool = False
-    # Decoding requests take their next token inside a prefill's forward (one pass over the
-    # weights for both) instead of waiting for the next decode step.
-    enable_mixed_chunk: bool = False
+    enable_mixed_chunk: bool = False  # decoding requests ride in a prefill's forward
     context_length: int | None = None
     max_total_tokens: int | None = None
     mem_fraction_static: float | None = None
