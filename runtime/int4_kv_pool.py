@@ -261,12 +261,7 @@ class Int4KVPool(KVPool):
     def read_own_page(self, layer_id, slots, dtype):
         """Like read_kv, but the pages this forward fills read exact (for the queries in them)."""
         flat = slots.reshape(-1)
-        k, v = self._read(layer_id, flat, dtype)
-        if self._own is not None and self._own[0] == layer_id:
-            row = self.own_row_of_slot[flat]
-            own = (row >= 0).nonzero().squeeze(1)
-            k[own] = self._own[1][row[own]].to(dtype)
-            v[own] = self._own[2][row[own]].to(dtype)
+        k, v = self._with_filled_pages(layer_id, flat, *self._read(layer_id, flat, dtype))
         shape = (*slots.shape, self.num_kv_heads, self.head_dim)
         return k.view(shape), v.view(shape)
 
@@ -277,14 +272,20 @@ class Int4KVPool(KVPool):
         row = self.row_of_slot[flat].clamp(min=0)
         k = self.k_stage[layer_id][row].to(dtype)
         v = self.v_stage[layer_id][row].to(dtype)
-        if self._own is not None and self._own[0] == layer_id:
-            own = self.own_row_of_slot[flat]
-            filled = (own >= 0)[:, None, None]
-            own = own.clamp(min=0)
-            k = torch.where(filled, self._own[1][own].to(dtype), k)
-            v = torch.where(filled, self._own[2][own].to(dtype), v)
+        k, v = self._with_filled_pages(layer_id, flat, k, v)
         shape = (*slots.shape, self.num_kv_heads, self.head_dim)
         return k.view(shape), v.view(shape)
+
+    def _with_filled_pages(self, layer_id, flat, k, v):
+        """k, v (rows of the slots `flat`) with the slots of pages this forward fills replaced
+        by their exact values, which the quantized pages no longer hold."""
+        if self._own is None or self._own[0] != layer_id:
+            return k, v
+        row = self.own_row_of_slot[flat]
+        own = (row >= 0).nonzero().squeeze(1)
+        k[own] = self._own[1][row[own]].to(k.dtype)
+        v[own] = self._own[2][row[own]].to(v.dtype)
+        return k, v
 
     def _read(self, layer_id, flat, dtype):
         """K and V of the slots `flat` as stored: full pages quantized, partial pages exact."""
