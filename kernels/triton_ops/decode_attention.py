@@ -27,7 +27,7 @@ from kernels.triton_ops.online_softmax import (
     attend_block,
     empty_result,
     finish,
-    load_kv_rows,
+    load_kv_block,
     merge_partial,
 )
 
@@ -105,14 +105,10 @@ def _partial_kernel(
     for start in range(lo, hi, BLOCK_N):
         n = start + offs_n
         n_valid = n < hi
-        slot = tl.load(kv_indices + kv_start + n, mask=n_valid, other=0).to(tl.int64)
-        k = load_kv_rows(
-            K, KScale, KOffset, slot, stride_ks, kv_head, stride_kh, scale_stride, offs_d,
-            n_valid, DEQUANT, HAS_OFFSET,
-        )  # fmt: skip
-        v = load_kv_rows(
-            V, VScale, VOffset, slot, stride_vs, kv_head, stride_vh, scale_stride, offs_d,
-            n_valid, DEQUANT, HAS_OFFSET,
+        k, v = load_kv_block(
+            kv_indices + kv_start, n, n_valid, K, V, KScale, KOffset, VScale, VOffset,
+            stride_ks, stride_kh, stride_vs, stride_vh, kv_head, scale_stride, offs_d,
+            DEQUANT, HAS_OFFSET,
         )  # fmt: skip
         top, total, acc = attend_block(q, k, v, n_valid[None, :], scale, top, total, acc)
     out, lse = finish(top, total, acc)

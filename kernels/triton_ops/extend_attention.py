@@ -11,7 +11,7 @@ import triton.language as tl
 from kernels.triton_ops.int4_attention import int4_extend
 from kernels.triton_ops.int4_rows import Int4KV
 from kernels.triton_ops.kv_scales import KVScales, scale_args
-from kernels.triton_ops.online_softmax import attend_block, empty_result, finish, load_kv_rows
+from kernels.triton_ops.online_softmax import attend_block, empty_result, finish, load_kv_block
 
 
 @triton.jit
@@ -74,14 +74,10 @@ def _extend_kernel(
     for start in range(0, hi, BLOCK_N):
         n = start + offs_n
         n_valid = n < hi
-        slot = tl.load(kv_indices + kv_start + n, mask=n_valid, other=0).to(tl.int64)
-        k = load_kv_rows(
-            K, KScale, KOffset, slot, stride_ks, kv_head, stride_kh, scale_stride, offs_d,
-            n_valid, DEQUANT, HAS_OFFSET,
-        )  # fmt: skip
-        v = load_kv_rows(
-            V, VScale, VOffset, slot, stride_vs, kv_head, stride_vh, scale_stride, offs_d,
-            n_valid, DEQUANT, HAS_OFFSET,
+        k, v = load_kv_block(
+            kv_indices + kv_start, n, n_valid, K, V, KScale, KOffset, VScale, VOffset,
+            stride_ks, stride_kh, stride_vs, stride_vh, kv_head, scale_stride, offs_d,
+            DEQUANT, HAS_OFFSET,
         )  # fmt: skip
         visible = n_valid[None, :] & (n[None, :] <= q_pos[:, None])
         top, total, acc = attend_block(q, k, v, visible, scale, top, total, acc)

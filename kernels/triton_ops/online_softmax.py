@@ -33,6 +33,26 @@ def load_kv_rows(
 
 
 @triton.jit
+def load_kv_block(
+    kv_indices, n, n_valid, K, V, KScale, KOffset, VScale, VOffset, stride_ks, stride_kh,
+    stride_vs, stride_vh, kv_head, scale_stride, offs_d,
+    DEQUANT: tl.constexpr, HAS_OFFSET: tl.constexpr,
+):  # fmt: skip
+    """K and V of KV head `kv_head` for the block of list positions `n` of `kv_indices` (the
+    slots of a request's keys), 0 where not `n_valid`."""
+    slot = tl.load(kv_indices + n, mask=n_valid, other=0).to(tl.int64)
+    k = load_kv_rows(
+        K, KScale, KOffset, slot, stride_ks, kv_head, stride_kh, scale_stride, offs_d, n_valid,
+        DEQUANT, HAS_OFFSET,
+    )  # fmt: skip
+    v = load_kv_rows(
+        V, VScale, VOffset, slot, stride_vs, kv_head, stride_vh, scale_stride, offs_d, n_valid,
+        DEQUANT, HAS_OFFSET,
+    )  # fmt: skip
+    return k, v
+
+
+@triton.jit
 def empty_result(ROWS: tl.constexpr, HEAD_DIM: tl.constexpr):
     """A running result that has seen nothing: (top -inf, total 0, acc 0)."""
     top = tl.full([ROWS], float("-inf"), tl.float32)
