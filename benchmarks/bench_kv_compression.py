@@ -24,9 +24,7 @@ import argparse
 import json
 import logging
 import os
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections import defaultdict
@@ -35,6 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 import kv_tasks  # noqa: E402
+from kv_compression_vs_kvpress import run_kvpress_worker  # noqa: E402
 
 logger = logging.getLogger("bench_kv_compression")
 
@@ -91,22 +90,12 @@ def run_ours(url: str, tok, tasks, plan, new_tokens: int, options: dict, sink) -
 
 
 def run_kvpress(folder, specs, plan, new_tokens: int, options: dict) -> list[dict]:
-    py = os.path.join(os.path.dirname(HERE), ".venv-kvpress", "bin", "python")
-    if not os.path.exists(py):
-        raise SystemExit(f"{py} is missing: `scripts/peers.sh kvpress` installs kvpress")
     configs = [
         {"method": m, "press": PRESSES.get(m), "kwargs": options.get(m, {}), "budget": b}
         for m, b in plan
     ]
     request = {"folder": folder, "new_tokens": new_tokens, "tasks": specs, "configs": configs}
-    with tempfile.TemporaryDirectory() as tmp:
-        req_path, out_path = os.path.join(tmp, "req.json"), os.path.join(tmp, "out.json")
-        with open(req_path, "w") as f:
-            json.dump(request, f)
-        script = os.path.join(HERE, "peers", "kvpress_tasks.py")
-        subprocess.run([py, script, req_path, out_path], check=True)
-        with open(out_path) as f:
-            return [{"system": "kvpress", **r} for r in json.load(f)]
+    return [{"system": "kvpress", **r} for r in run_kvpress_worker("kvpress_tasks.py", request)]
 
 
 def report(records: list[dict]) -> None:

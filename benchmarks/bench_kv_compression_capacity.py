@@ -23,13 +23,12 @@ import json
 import logging
 import os
 import statistics
-import subprocess
-import tempfile
 import threading
 
 import kv_tasks  # benchmarks run as scripts from this folder
 from bench_kv_compression import PRESSES
 from bench_shared_prefix import timed_engine_run, ttft_and_last
+from kv_compression_vs_kvpress import run_kvpress_worker
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 logger = logging.getLogger("bench_kv_compression_capacity")
@@ -98,9 +97,6 @@ def run(spec: dict | None, reqs, pool: int, running: int, new_tokens: int) -> di
 
 
 def run_kvpress(folder: str, reqs, specs: list[str], new_tokens: int) -> list[dict]:
-    py = os.path.join(os.path.dirname(HERE), ".venv-kvpress", "bin", "python")
-    if not os.path.exists(py):
-        raise SystemExit(f"{py} is missing: `scripts/peers.sh kvpress` installs kvpress")
     configs = []
     for name in specs:
         spec = parse_spec(name)
@@ -113,14 +109,7 @@ def run_kvpress(folder: str, reqs, specs: list[str], new_tokens: int) -> list[di
         "folder": folder, "new_tokens": new_tokens, "configs": configs,
         "requests": [{"ids": ids, "expected": code} for ids, code in reqs],
     }  # fmt: skip
-    with tempfile.TemporaryDirectory() as tmp:
-        req_path, out_path = os.path.join(tmp, "req.json"), os.path.join(tmp, "out.json")
-        with open(req_path, "w") as f:
-            json.dump(request, f)
-        script = os.path.join(HERE, "peers", "kvpress_capacity.py")
-        subprocess.run([py, script, req_path, out_path], check=True)
-        with open(out_path) as f:
-            return json.load(f)
+    return run_kvpress_worker("kvpress_capacity.py", request)
 
 
 def _row(name: str, runs: list[dict], base: dict | None) -> dict:

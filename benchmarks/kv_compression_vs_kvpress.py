@@ -54,11 +54,19 @@ FIXTURE_CONFIGS = [
 FIXTURE_LAYERS = (0, 9, 19, 29)
 
 
-def kvpress_python() -> str:
+def run_kvpress_worker(script: str, request: dict):
+    """Runs `peers/<script>` in kvpress's own virtual environment on `request`; its JSON out."""
     py = os.path.join(os.path.dirname(HERE), ".venv-kvpress", "bin", "python")
     if not os.path.exists(py):
         raise SystemExit(f"{py} is missing: `scripts/peers.sh kvpress` installs kvpress")
-    return py
+    with tempfile.TemporaryDirectory() as tmp:
+        req_path, out_path = os.path.join(tmp, "req.json"), os.path.join(tmp, "out.json")
+        with open(req_path, "w") as f:
+            json.dump(request, f)
+        worker = os.path.join(HERE, "peers", script)
+        subprocess.run([py, worker, req_path, out_path], check=True)
+        with open(out_path) as f:
+            return json.load(f)
 
 
 def run_kvpress(folder, prompts, configs, budgets, new_tokens: int, extra=()) -> dict:
@@ -74,14 +82,7 @@ def run_kvpress(folder, prompts, configs, budgets, new_tokens: int, extra=()) ->
             for (name, press, kw, _, _), b in plan
         ],
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        req_path, out_path = os.path.join(tmp, "req.json"), os.path.join(tmp, "out.json")
-        with open(req_path, "w") as f:
-            json.dump(request, f)
-        script = os.path.join(HERE, "peers", "kvpress_positions.py")
-        subprocess.run([kvpress_python(), script, req_path, out_path], check=True)
-        with open(out_path) as f:
-            return json.load(f)
+    return run_kvpress_worker("kvpress_positions.py", request)
 
 
 def ours(method, options, keys, queries, budget):
