@@ -27,7 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 import kv_tasks  # noqa: E402
-from kvpress_positions import greedy, prefill, ratio_for, start_worker  # noqa: E402
+from kvpress_positions import greedy, prefill, ratio_for, sdpa, start_worker  # noqa: E402
 
 logger = logging.getLogger("kvpress_tasks")
 
@@ -53,11 +53,12 @@ def run_task(model, tok, task, cfg, new_tokens: int) -> list[dict]:
                 layer.keys, layer.values = layer.keys[:, :, :length], layer.values[:, :, :length]
             full = kv_tasks.turn_ids(tok, task, answers)
             assert full[: len(ids)] == ids, "the conversation must extend the first prompt"
-            for i, token in enumerate(full[len(ids) :]):
-                logits = model(
-                    input_ids=torch.tensor([[token]]), past_key_values=cache,
-                    position_ids=torch.tensor([[len(ids) + i]]),
-                ).logits[0, -1]  # fmt: skip
+            with sdpa(model):
+                for i, token in enumerate(full[len(ids) :]):
+                    logits = model(
+                        input_ids=torch.tensor([[token]]), past_key_values=cache,
+                        position_ids=torch.tensor([[len(ids) + i]]),
+                    ).logits[0, -1]  # fmt: skip
             out = greedy(model, cache, logits, len(full), new_tokens)
         text = answer(tok, out)
         answers.append(text)
