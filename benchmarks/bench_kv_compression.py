@@ -2,6 +2,7 @@
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_kv_compression.py [--url URL] [--kvpress]
         [--budgets 128 256 512 1024] [--lengths 2000 4500 7000] [--depths 0.1 0.5 0.9]
+    ... --specs full snapkv:512:window_size=16 pyramidkv:128   # these configurations only
     ... --smoke      # one short needle, two methods at one budget: checks the script
 
 Tasks (`kv_tasks.py`): a key in a 2,000-7,000-token filler at several depths; the postal code
@@ -13,9 +14,10 @@ radix cache is flushed before each conversation so no request finds another's pr
 `--kvpress`, the same tasks through kvpress on transformers (its own venv), for reference;
 kvpress has no decoding-time H2O, so `h2o` there is its prefill-time ObservedAttentionPress.
 PyramidKV runs with `--options` (default window 16, beta 4): with its defaults (window 64,
-beta 20) every budget below 1,280 is exactly SnapKV, in kvpress as here.
+beta 20) every budget below 1,280 is exactly SnapKV, in kvpress as here. A spec's own options
+(`snapkv:512:window_size=16`) go over `--options` and name a line of their own.
 Prints accuracy per system, method and budget; appends every answer to --out (JSON lines,
-tagged with the run's start time; `plot_kv_compression.py` draws the latest run).
+tagged with the run's start time; `plot_kv_compression.py` draws one run or several).
 """
 
 from __future__ import annotations
@@ -54,14 +56,35 @@ def post(url: str, path: str, body: dict | None = None) -> dict:
     return json.loads(raw) if raw.strip().startswith(b"{") else {}
 
 
-def run_ours(url: str, tok, tasks, plan, new_tokens: int, options: dict, sink) -> list[dict]:
-    """plan: (method, budget) pairs, ("full", 0) for the exact KV; options: per method;
-    sink(record) keeps each answer as it comes (a long run may be cut short)."""
+def parse_spec(name: str) -> dict | None:
+    """ "full", or "method:budget[:option=int...]" (e.g. snapkv:512:window_size=16)."""
+    if name == "full":
+        return None
+    method, budget, *options = name.split(":")
+    spec = {"method": method, "budget": int(budget)}
+    for option in options:
+        key, value = option.split("=")
+        spec[key] = int(value)
+    return spec
+
+
+def plan_entry(name: str, options: dict) -> tuple[str, int, dict | None]:
+    """(line label, budget, spec sent): the label is the method and the spec's own options
+    (`snapkv:window_size=16`), the spec adds `options[method]` under them."""
+    spec = parse_spec(name)
+    if spec is None:
+        return "full", 0, None
+    own = name.split(":")[2:]
+    label = ":".join([spec["method"], *own])
+    return label, spec["budget"], {**options.get(spec["method"], {}), **spec}
+
+
+def run_ours(url: str, tok, specs, tasks, plan, new_tokens: int, sink) -> list[dict]:
+    """plan: `plan_entry` triples; sink(record) keeps each answer as it comes (a long run may
+    be cut short)."""
     records = []
-    for task, (method, budget) in ((t, p) for t in tasks for p in plan):  # a cut run: whole rows
-        spec = None
-        if method != "full":
-            spec = {"method": method, "budget": budget, **options.get(method, {})}
+    rows = ((t, p) for t in zip(specs, tasks) for p in plan)  # a cut run: whole rows
+    for (task_spec, task), (method, budget, spec) in rows:
         post(url, "/flush_cache")
         answers: list[str] = []
         t0 = time.time()
@@ -78,7 +101,8 @@ def run_ours(url: str, tok, tasks, plan, new_tokens: int, options: dict, sink) -
             answers.append(text)
             records.append(
                 {"system": "ours", "kind": task.kind, "prompt_tokens": len(body["input_ids"]),
-                 "depth": task.depth, "method": method, "budget": budget, "turn": turn,
+                 "n_tokens": task_spec["n_tokens"], "depth": task.depth, "method": method,
+                 "budget": budget, "turn": turn,
                  "text": text, "correct": kv_tasks.correct(text, expected),
                  "kv_kept": out["meta_info"].get("kv_tokens_kept"),
                  "seconds": time.time() - t0}
@@ -89,11 +113,13 @@ def run_ours(url: str, tok, tasks, plan, new_tokens: int, options: dict, sink) -
     return records
 
 
-def run_kvpress(folder, specs, plan, new_tokens: int, options: dict) -> list[dict]:
+def run_kvpress(folder, specs, plan, new_tokens: int) -> list[dict]:
     configs = [
-        {"method": m, "press": PRESSES.get(m), "kwargs": options.get(m, {}), "budget": b}
-        for m, b in plan
-    ]
+        {"method": label, "budget": budget,
+         "press": spec and PRESSES[spec["method"]],
+         "kwargs": {k: v for k, v in (spec or {}).items() if k not in ("method", "budget")}}
+        for label, budget, spec in plan
+    ]  # fmt: skip
     request = {"folder": folder, "new_tokens": new_tokens, "tasks": specs, "configs": configs}
     return [{"system": "kvpress", **r} for r in run_kvpress_worker("kvpress_tasks.py", request)]
 
@@ -130,6 +156,11 @@ def main() -> None:
     ap.add_argument("--kinds", nargs="+", default=list(kv_tasks.KINDS))
     ap.add_argument("--methods", nargs="+", default=METHODS)
     ap.add_argument("--budgets", type=int, nargs="+", default=[128, 256, 512, 1024])
+    ap.add_argument(
+        "--specs",
+        nargs="+",
+        help="instead of full KV and --methods x --budgets: full, method:budget[:option=int...]",
+    )
     ap.add_argument("--lengths", type=int, nargs="+", default=[2000, 4500, 7000])
     ap.add_argument("--depths", type=float, nargs="+", default=[0.1, 0.5, 0.9])
     ap.add_argument(
@@ -148,7 +179,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.smoke:
         args.kinds, args.lengths, args.depths = ["needle"], [1000], [0.5]
-        args.methods, args.budgets = ["streamingllm", "snapkv"], [256]
+        args.methods, args.budgets, args.specs = ["streamingllm", "snapkv"], [256], None
 
     from runtime.model_loader.loader import load_tokenizer, prepare_model_folder
 
@@ -160,7 +191,8 @@ def main() -> None:
         for k in args.kinds
     ]
     tasks = [kv_tasks.KINDS[s["kind"]](tok, s["n_tokens"], s["depth"], s["seed"]) for s in specs]
-    plan = [("full", 0)] + [(m, b) for m in args.methods for b in args.budgets]
+    names = args.specs or ["full"] + [f"{m}:{b}" for m in args.methods for b in args.budgets]
+    plan = [plan_entry(name, args.options) for name in names]
     logger.info("%d tasks (%d-%d context tokens), %d configurations", len(tasks),
                 min(args.lengths), max(args.lengths), len(plan))  # fmt: skip
     records = []
@@ -180,12 +212,12 @@ def main() -> None:
             server = ServerProcess(*args.server_args.split())
             url = server.url
         try:
-            records += run_ours(url, tok, tasks, plan, args.new_tokens, args.options, sink)
+            records += run_ours(url, tok, specs, tasks, plan, args.new_tokens, sink)
         finally:
             if server is not None:
                 server.stop()
     if args.kvpress:
-        for r in run_kvpress(folder, specs, plan, args.new_tokens, args.options):
+        for r in run_kvpress(folder, specs, plan, args.new_tokens):
             records.append(r)
             sink(r)
     report(records)

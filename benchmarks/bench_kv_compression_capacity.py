@@ -26,7 +26,7 @@ import statistics
 import threading
 
 import kv_tasks  # benchmarks run as scripts from this folder
-from bench_kv_compression import PRESSES
+from bench_kv_compression import PRESSES, parse_spec
 from bench_shared_prefix import timed_engine_run, ttft_and_last
 from kv_compression_vs_kvpress import run_kvpress_worker
 
@@ -43,18 +43,6 @@ def build_requests(tok, n: int, min_tokens: int, max_tokens: int) -> list[tuple[
         task = kv_tasks.needle(tok, target, 0.1 + 0.2 * (i % 5), seed=1000 + i)
         reqs.append((kv_tasks.turn_ids(tok, task, []), task.turns[0][1]))
     return reqs
-
-
-def parse_spec(name: str) -> dict | None:
-    """ "full", or "method:budget[:option=int...]" (e.g. snapkv:512:window_size=16)."""
-    if name == "full":
-        return None
-    method, budget, *options = name.split(":")
-    spec = {"method": method, "budget": int(budget)}
-    for option in options:
-        key, value = option.split("=")
-        spec[key] = int(value)
-    return spec
 
 
 def run(spec: dict | None, reqs, pool: int, running: int, new_tokens: int) -> dict:

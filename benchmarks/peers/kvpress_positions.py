@@ -15,6 +15,7 @@ come from the exact prefill, later tokens attend over the pruned cache at their 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import logging
@@ -52,14 +53,20 @@ def prefill(model, ids: list[int], press=None):
     return cache, out.logits[0, -1]
 
 
-def greedy(model, cache, last_logits, n: int, new_tokens: int) -> list[int]:
-    """Decodes with SDPA: eager attention's mask does not fit layers of different lengths."""
+@contextlib.contextmanager
+def sdpa(model):
+    """Past the prefill: eager attention's mask does not fit layers of different lengths."""
     before = model.config._attn_implementation
     model.set_attn_implementation("sdpa")
     try:
-        return _greedy(model, cache, last_logits, n, new_tokens)
+        yield
     finally:
         model.set_attn_implementation(before)
+
+
+def greedy(model, cache, last_logits, n: int, new_tokens: int) -> list[int]:
+    with sdpa(model):
+        return _greedy(model, cache, last_logits, n, new_tokens)
 
 
 def _greedy(model, cache, last_logits, n: int, new_tokens: int) -> list[int]:

@@ -27,13 +27,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 import kv_tasks  # noqa: E402
-from kvpress_positions import greedy, prefill, ratio_for, start_worker  # noqa: E402
+from kvpress_positions import greedy, prefill, ratio_for, sdpa, start_worker  # noqa: E402
 
 logger = logging.getLogger("kvpress_tasks")
 
 
-def answer(tok, tokens: list[int]) -> str:
-    return tok.decode(tokens, skip_special_tokens=True)
+def answer(model, tok, tokens: list[int]) -> str:
+    """The text up to the end of the turn, as our server stops there: the next turn's prompt
+    holds this answer, and text decoded past it would make that prompt differ from ours."""
+    eos = model.generation_config.eos_token_id
+    eos = {tok.eos_token_id, *(eos if isinstance(eos, list) else [eos])}
+    end = next((i for i, t in enumerate(tokens) if t in eos), len(tokens))
+    return tok.decode(tokens[:end], skip_special_tokens=True)
 
 
 def run_task(model, tok, task, cfg, new_tokens: int) -> list[dict]:
@@ -53,13 +58,14 @@ def run_task(model, tok, task, cfg, new_tokens: int) -> list[dict]:
                 layer.keys, layer.values = layer.keys[:, :, :length], layer.values[:, :, :length]
             full = kv_tasks.turn_ids(tok, task, answers)
             assert full[: len(ids)] == ids, "the conversation must extend the first prompt"
-            for i, token in enumerate(full[len(ids) :]):
-                logits = model(
-                    input_ids=torch.tensor([[token]]), past_key_values=cache,
-                    position_ids=torch.tensor([[len(ids) + i]]),
-                ).logits[0, -1]  # fmt: skip
+            with sdpa(model):
+                for i, token in enumerate(full[len(ids) :]):
+                    logits = model(
+                        input_ids=torch.tensor([[token]]), past_key_values=cache,
+                        position_ids=torch.tensor([[len(ids) + i]]),
+                    ).logits[0, -1]  # fmt: skip
             out = greedy(model, cache, logits, len(full), new_tokens)
-        text = answer(tok, out)
+        text = answer(model, tok, out)
         answers.append(text)
         records.append(
             {"turn": turn, "prompt_tokens": len(full), "text": text,
