@@ -43,10 +43,12 @@ class KVCache(Protocol):
     own_page_size: int
 
     def read_own_page(
-        self, layer_id: int, slots: torch.Tensor, dtype: torch.dtype
+        self, layer_id: int, slots: torch.Tensor, dtype: torch.dtype, paged: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Like read_kv, for the keys of a query's own page; differs from it only when
-        `own_page_size` > 0 (int4: a query sees its own page exactly)."""
+        `own_page_size` > 0 (int4: a query sees its own page exactly). `paged`: each run of
+        `own_page_size` slots on the last axis is one page, first to last; such a pool's
+        read_kv takes it too."""
         ...
 
     def read_exact(

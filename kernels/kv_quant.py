@@ -41,9 +41,13 @@ def pack_int4(codes: torch.Tensor) -> torch.Tensor:
     return codes[..., 0::2] | (codes[..., 1::2] << 4)
 
 
-def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
-    """[..., D/2] bytes -> [..., D] codes."""
-    return torch.stack((packed & 15, packed >> 4), dim=-1).flatten(-2)
+def unpack_int4(packed: torch.Tensor, dtype: torch.dtype = torch.uint8) -> torch.Tensor:
+    """[..., D/2] bytes -> [..., D] codes in `dtype`, written straight into one new tensor (a
+    stack then a cast would make three copies of the largest tensor a read touches)."""
+    out = torch.empty(*packed.shape, 2, dtype=dtype, device=packed.device)
+    out[..., 0] = packed & 15
+    out[..., 1] = packed >> 4
+    return out.flatten(-2)
 
 
 def quantize_int4_keys(pages: torch.Tensor):
@@ -56,9 +60,9 @@ def quantize_int4_keys(pages: torch.Tensor):
 
 
 def dequantize_int4_keys(packed, scale, offset, dtype=torch.float32) -> torch.Tensor:
-    """packed: [..., H, D/2] with scale/offset [..., H, D] broadcast to the same tokens."""
-    codes = unpack_int4(packed).to(dtype)
-    return codes * scale.to(dtype) + offset.to(dtype)
+    """packed: [..., H, D/2] with scale/offset [..., H, D] broadcast to the same tokens: a
+    page's scales may come once per page (`[P, 1, H, D]` against `[P, page, H, D/2]`)."""
+    return unpack_int4(packed, dtype).mul_(scale.to(dtype)).add_(offset.to(dtype))
 
 
 def quantize_int4_values(x: torch.Tensor, group: int):
@@ -70,9 +74,8 @@ def quantize_int4_values(x: torch.Tensor, group: int):
 
 
 def dequantize_int4_values(packed, scale, offset, group: int, dtype=torch.float32):
-    codes = unpack_int4(packed).to(dtype).unflatten(-1, (-1, group))
-    out = codes * scale.to(dtype)[..., None] + offset.to(dtype)[..., None]
-    return out.flatten(-2)
+    codes = unpack_int4(packed, dtype).unflatten(-1, (-1, group))
+    return codes.mul_(scale.to(dtype)[..., None]).add_(offset.to(dtype)[..., None]).flatten(-2)
 
 
 def fp8_head_scale(x: torch.Tensor, fp8_dtype: torch.dtype) -> torch.Tensor:

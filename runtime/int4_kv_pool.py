@@ -253,15 +253,18 @@ class Int4KVPool(KVPool):
             self._free_rows.extend(plan.done_rows.tolist())
             self._plan = None
 
-    def read_kv(self, layer_id, slots, dtype):
-        k, v = self._read(layer_id, slots.reshape(-1), dtype)
+    def read_kv(self, layer_id, slots, dtype, paged: bool = False):
+        """`paged`: the caller vouches that each run of `page_size` slots along the last axis
+        (whose length is a multiple of it) holds the positions of one page, first to last; a
+        page's key scales are then gathered once, not once per token."""
+        k, v = self._read(layer_id, slots, dtype, paged)
         shape = (*slots.shape, self.num_kv_heads, self.head_dim)
         return k.view(shape), v.view(shape)
 
-    def read_own_page(self, layer_id, slots, dtype):
+    def read_own_page(self, layer_id, slots, dtype, paged: bool = False):
         """Like read_kv, but the pages this forward fills read exact (for the queries in them)."""
         flat = slots.reshape(-1)
-        k, v = self._with_filled_pages(layer_id, flat, *self._read(layer_id, flat, dtype))
+        k, v = self._with_filled_pages(layer_id, flat, *self._read(layer_id, slots, dtype, paged))
         shape = (*slots.shape, self.num_kv_heads, self.head_dim)
         return k.view(shape), v.view(shape)
 
@@ -287,13 +290,18 @@ class Int4KVPool(KVPool):
         v[own] = self._own[2][row[own]].to(v.dtype)
         return k, v
 
-    def _read(self, layer_id, flat, dtype):
-        """K and V of the slots `flat` as stored: full pages quantized, partial pages exact."""
-        i = layer_id
-        rec = self.page_of_slot[flat].clamp(min=0)
-        k = dequantize_int4_keys(
-            self.k_codes[i][flat], self.k_scale[i][rec], self.k_offset[i][rec], dtype
-        )
+    def _read(self, layer_id, slots, dtype, paged=False):
+        """K and V `[slots.numel(), H, D]` as stored: full pages quantized, partial pages exact."""
+        i, flat = layer_id, slots.reshape(-1)
+        if paged:
+            assert slots.shape[-1] % self.page_size == 0, "a paged read takes whole pages of slots"
+            pages = flat.view(-1, self.page_size)  # [P, page]
+            rec = self.page_of_slot[pages[:, 0]].clamp(min=0)[:, None]  # [P, 1]
+            codes = self.k_codes[i][pages]  # [P, page, H, D/2]
+        else:
+            rec, codes = self.page_of_slot[flat].clamp(min=0), self.k_codes[i][flat]
+        k = dequantize_int4_keys(codes, self.k_scale[i][rec], self.k_offset[i][rec], dtype)
+        k = k.view(-1, self.num_kv_heads, self.head_dim)
         v = dequantize_int4_values(
             self.v_codes[i][flat], self.v_scale[i][flat], self.v_offset[i][flat], self.group, dtype
         )

@@ -115,8 +115,9 @@ class KVPool:
     own_page_size = 0
 
     def read_own_page(
-        self, layer_id: int, slots: torch.Tensor, dtype: torch.dtype
+        self, layer_id: int, slots: torch.Tensor, dtype: torch.dtype, paged: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`paged` (slots laid out in whole pages) only matters to a pool with own pages."""
         return self.read_kv(layer_id, slots, dtype)
 
     def read_exact(

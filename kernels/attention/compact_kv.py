@@ -52,7 +52,7 @@ class _CompactKV:
     def kv_scales(self, layer_id: int) -> None:
         return None
 
-    def read_kv(self, layer_id, slots, dtype):
+    def read_kv(self, layer_id, slots, dtype, paged=False):  # exact already: pages or not
         return gather_rows(self.k, slots).to(dtype), gather_rows(self.v, slots).to(dtype)
 
     read_own_page = read_exact = read_kv

@@ -21,6 +21,8 @@ class _DecodeMeta:
     holes: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
     # batch-invariant decode: each row's key count, to attend row by row without padding
     row_lens: list[int] | None = None
+    # every row's suffix starts a page of a pool that quantizes whole pages: read page-wise
+    paged: bool = False
 
 
 @dataclass
@@ -66,7 +68,7 @@ def _extend_own_pages(pool, layer, qi, slots, prefix, gqa):
     ps, seq_len, dev = pool.own_page_size, slots.numel(), qi.device
     first = prefix - prefix % ps
     last = (seq_len - 1) - (seq_len - 1) % ps  # where the last query's page begins
-    k_st, v_st = pool.read_kv(layer.layer_id, slots[:last], qi.dtype)
+    k_st, v_st = pool.read_kv(layer.layer_id, slots[:last], qi.dtype, paged=True)
     k_ex, v_ex = pool.read_exact(layer.layer_id, slots[first:], qi.dtype)
     block = max(ps, QUERY_BLOCK - QUERY_BLOCK % ps)
     # One buffer per K and V: the stored keys, each block's exact keys written right after the
@@ -100,8 +102,12 @@ def _extend_own_pages(pool, layer, qi, slots, prefix, gqa):
     return out
 
 
-def _decode_meta(table, pool_rows, seq_lens, prefix_groups=(), kv_holes=(), invariant=False):
-    """Each row's KV slots past its shared prefix, padded to the longest, with the mask."""
+def _decode_meta(
+    table, pool_rows, seq_lens, prefix_groups=(), kv_holes=(), invariant=False, page_size=0
+):
+    """Each row's KV slots past its shared prefix, padded to the longest, with the mask.
+    `page_size`: a pool's own page size; when every suffix starts a page, the width is padded
+    to whole pages so that the pool can read them page-wise."""
     kv = table[pool_rows, : max(seq_lens)]  # [B, L]
     shared, groups = [0] * len(seq_lens), []
     for rows, length in prefix_groups:
@@ -110,13 +116,16 @@ def _decode_meta(table, pool_rows, seq_lens, prefix_groups=(), kv_holes=(), inva
             shared[r] = length
     suffix_lens = [n - p for n, p in zip(seq_lens, shared)]
     width = max(suffix_lens)
+    paged = bool(page_size) and not kv_holes and all(p % page_size == 0 for p in shared)
+    if paged:
+        width += -width % page_size
     offs = torch.arange(width, device=kv.device)
     pos = (torch.tensor(shared, device=kv.device)[:, None] + offs[None, :]).clamp(
         max=kv.shape[1] - 1
     )
     real = offs[None, :] < torch.tensor(suffix_lens, device=kv.device)[:, None]
     mask = torch.zeros(real.shape, device=kv.device).masked_fill(~real, float("-inf"))
-    meta = _DecodeMeta(kv.gather(1, pos), mask[:, None, None, :], groups)
+    meta = _DecodeMeta(kv.gather(1, pos), mask[:, None, None, :], groups, paged=paged)
     if invariant:
         meta.row_lens = suffix_lens
     if kv_holes:  # columns counted past each row's shared prefix
@@ -139,7 +148,7 @@ def _decode_attention(q, layer, pool, meta: _DecodeMeta) -> torch.Tensor:
     qg = q.view(b, hkv, h // hkv, d)
     # Read (and dequantize) only the slots this batch needs, never the whole pool. A decode
     # row's own page is in its own slots, past any shared prefix.
-    keys, values = pool.read_own_page(layer.layer_id, meta.suffix_idx, q.dtype)
+    keys, values = pool.read_own_page(layer.layer_id, meta.suffix_idx, q.dtype, meta.paged)
     keys, values = keys.transpose(1, 2), values.transpose(1, 2)  # [B, Hkv, L, D]
     mask = meta.suffix_mask if meta.holes is None else _layer_mask(meta, layer.layer_id)
     mask = mask.to(q.dtype)
@@ -185,7 +194,7 @@ class TorchNativeBackend(AttentionBackend):
         if batch.is_decode:
             batch.attn_metadata = _decode_meta(
                 table, batch.req_pool_indices, seq_lens, batch.prefix_groups, batch.kv_holes,
-                batch.batch_invariant,
+                batch.batch_invariant, batch.kv_cache.own_page_size,
             )  # fmt: skip
             return
         # One-token rows of an extend (decoding requests riding in a prefill's forward) attend

@@ -62,6 +62,31 @@ def test_int4_values_per_token_in_groups():
     assert bool((err <= 0.5 * step + 2e-3 * g.abs().amax(-1)).all())
 
 
+def test_int4_unpack_to_a_float_dtype_equals_unpack_then_cast():
+    packed = torch.randint(0, 256, (6, 3, 32), dtype=torch.uint8)
+    codes = torch.stack((packed & 15, packed >> 4), dim=-1).flatten(-2)
+    assert torch.equal(kq.unpack_int4(packed), codes)
+    for dtype in (torch.float32, torch.bfloat16):
+        assert torch.equal(kq.unpack_int4(packed, dtype), codes.to(dtype))
+
+
+def test_int4_keys_with_scales_once_per_page_equal_scales_per_token():
+    """A page's scales broadcast over its tokens give the same bits as gathering them per
+    token, in the model's dtypes: the page-wise read changes no value."""
+    packed, scale, offset = kq.quantize_int4_keys(kv_like(3, 32, 3, 64, seed=1))
+    for dtype in (torch.float32, torch.bfloat16):
+        per_page = kq.dequantize_int4_keys(packed, scale[:, None], offset[:, None], dtype)
+        per_token = kq.dequantize_int4_keys(
+            packed.flatten(0, 1), scale.repeat_interleave(32, 0), offset.repeat_interleave(32, 0),
+            dtype,
+        )  # fmt: skip
+        reference = kq.unpack_int4(packed).to(dtype) * scale[:, None].to(dtype) + offset[
+            :, None
+        ].to(dtype)
+        assert torch.equal(per_page.flatten(0, 1), per_token)
+        assert torch.equal(per_page, reference)
+
+
 @pytest.mark.parametrize("name", ["fp8_e4m3", "fp8_e5m2"])
 def test_fp8_relative_error_with_per_head_scales(name):
     dtype = kq.FP8_DTYPES[name]

@@ -94,6 +94,23 @@ def test_int4_page_fills_during_decode_and_staging_is_given_back():
     assert float((k - kv[0][0][:8]).abs().max()) < 0.5
 
 
+def test_int4_paged_read_equals_the_read_token_by_token():
+    """Whole pages of two requests (quantized, staged, and filled by the current forward) read
+    page-wise give exactly what the token-by-token read gives."""
+    pool, r2t = make("int4")
+    kv = {0: data(40, 3), 1: data(40, 4)}
+    forward(pool, r2t, [(0, 0, 19)], kv)  # pages 0..7, 8..15 quantized, 16..18 staged
+    forward(pool, r2t, [(0, 19, 5), (1, 0, 12)], kv)  # fills 16..23 (exact in this forward)
+    slots = r2t.req_to_token[:2, :24]  # three pages per row; row 1's last is partly unused
+    for layer in range(L):
+        for read in (pool.read_kv, pool.read_own_page):
+            k, v = read(layer, slots, torch.float32)
+            kp, vp = read(layer, slots, torch.float32, paged=True)
+            assert torch.equal(k, kp) and torch.equal(v, vp)
+    with pytest.raises(AssertionError, match="whole pages"):
+        pool.read_kv(0, slots[:, :20], torch.float32, paged=True)
+
+
 def test_a_shared_page_keeps_its_bytes():
     """A second request whose table starts with the first one's pages (a radix hit) reads
     the same bytes, and its own writes leave them alone."""
