@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from kernels.attention.kv_indices import gather_rows
 from kernels.kv_quant import (
     SCALE_DTYPE,
     dequantize_int4_keys,
@@ -297,7 +298,7 @@ class Int4KVPool(KVPool):
             assert slots.shape[-1] % self.page_size == 0, "a paged read takes whole pages of slots"
             pages = flat.view(-1, self.page_size)  # [P, page]
             rec = self.page_of_slot[pages[:, 0]].clamp(min=0)[:, None]  # [P, 1]
-            codes = self.k_codes[i][pages]  # [P, page, H, D/2]
+            codes = gather_rows(self.k_codes[i], pages)  # [P, page, H, D/2]
         else:
             rec, codes = self.page_of_slot[flat].clamp(min=0), self.k_codes[i][flat]
         k = dequantize_int4_keys(codes, self.k_scale[i][rec], self.k_offset[i][rec], dtype)
