@@ -42,19 +42,57 @@ def _layer_mask(meta: _DecodeMeta, layer_id: int) -> torch.Tensor:
     return mask
 
 
-def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float, mask=None):
-    """q: [n, Hkv, Lq, D], keys/values: [n, Hkv, L, D], mask: additive [n, 1, 1, L] or None.
-    Returns (out [n, Hkv, Lq, D], log-sum-exp [n, Hkv, Lq]) so partial results can be merged."""
+def _attend(q, keys, values, scale: float, mask=None, causal: bool = False):
+    """q: [n, Hkv, Lq, D], keys/values: [n, Hkv, L, D], mask: additive [n, 1, 1, L] or None;
+    `causal`: query i sees keys up to i (same lengths). Returns (out [n, Hkv, Lq, D],
+    log-sum-exp [n, Hkv, Lq]) so partial results can be merged."""
     if q.device.type == "cpu":
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            q, keys, values, attn_mask=mask, scale=scale
+            q, keys, values, is_causal=causal, attn_mask=mask, scale=scale
         )
         return out, lse
     scores = torch.matmul(q.float(), keys.float().transpose(-1, -2)) * scale  # softmax in fp32
     if mask is not None:
         scores = scores + mask
+    if causal:
+        above = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).triu_(1)
+        scores = scores.masked_fill(above, float("-inf"))
     out = torch.matmul(torch.softmax(scores, dim=-1), values.float())
     return out.to(q.dtype), torch.logsumexp(scores, dim=-1)
+
+
+def _merge(out_a, lse_a, out_b, lse_b) -> torch.Tensor:
+    """Two attention results over disjoint key sets as one softmax over both: out [..., D] in
+    out_a's dtype, weighted by each part's log-sum-exp [...] in float32."""
+    lse_a, lse_b = lse_a.float(), lse_b.float()
+    top = torch.maximum(lse_a, lse_b)
+    w_a, w_b = torch.exp(lse_a - top), torch.exp(lse_b - top)
+    merged = (out_a.float() * w_a[..., None] + out_b.float() * w_b[..., None]) / (w_a + w_b)[
+        ..., None
+    ]
+    return merged.to(out_a.dtype)
+
+
+SPLIT_MIN = 256  # new tokens and cached ones from which extend attends to them apart
+
+
+def _extend_split(qi, ki, vi, prefix: int, scale: float) -> torch.Tensor:
+    """A long extend over a long cached prefix, as two kernel calls merged: every query sees
+    the whole prefix (no mask, so the kernel reads it once for a KV head's query heads), and
+    the new tokens causally (the kernel skips the blocks above the diagonal, which a
+    bottom-right mask over all keys makes it compute). qi: [1, H, ext, D], ki/vi:
+    [1, Hkv, prefix + ext, D] -> [1, H, ext, D]."""
+    _, h, ext, d = qi.shape
+    hkv = ki.shape[1]
+    group = h // hkv
+    old, old_lse = _attend(
+        qi.reshape(1, hkv, group * ext, d), ki[:, :, :prefix], vi[:, :, :prefix], scale
+    )
+    kn, vn = ki[:, :, prefix:], vi[:, :, prefix:]
+    if group > 1:
+        kn, vn = kn.repeat_interleave(group, 1), vn.repeat_interleave(group, 1)
+    new, new_lse = _attend(qi, kn, vn, scale, causal=True)
+    return _merge(old.reshape(1, h, ext, d), old_lse.reshape(1, h, ext), new, new_lse)
 
 
 QUERY_BLOCK = 64  # queries per attention call on a pool that reads own pages apart
@@ -170,14 +208,7 @@ def _decode_attention(q, layer, pool, meta: _DecodeMeta) -> torch.Tensor:
         part, part_lse = _attend(qq, kp, vp, layer.scaling)
         part = part.view(hkv, n, -1, d).transpose(0, 1)
         part_lse = part_lse.view(hkv, n, -1).transpose(0, 1)
-        # merged in float32 whatever the model's dtype, then stored back in it
-        own_lse, part_lse = lse[rows].float(), part_lse.float()
-        top = torch.maximum(own_lse, part_lse)
-        w_own, w_part = torch.exp(own_lse - top), torch.exp(part_lse - top)
-        merged = (out[rows].float() * w_own[..., None] + part.float() * w_part[..., None]) / (
-            w_own + w_part
-        )[..., None]
-        out[rows] = merged.to(out.dtype)
+        out[rows] = _merge(out[rows], lse[rows], part, part_lse)
     return out.reshape(b, h, d)
 
 
@@ -246,16 +277,19 @@ class TorchNativeBackend(AttentionBackend):
                 oi = _extend_own_pages(pool, layer, qi, slots, prefix, gqa)
             else:
                 ki, vi = pool.read_kv(layer.layer_id, slots, q.dtype)
-                mask = None  # none: plain causal
-                if prefix:
-                    # Query j sits at position prefix + j and sees keys up to it (bottom-right).
-                    qpos = torch.arange(prefix, seq_len, device=q.device)
-                    mask = torch.arange(seq_len, device=q.device)[None, :] <= qpos[:, None]
                 ki, vi = ki.transpose(0, 1)[None], vi.transpose(0, 1)[None]  # [1, Hkv, keys, D]
-                oi = F.scaled_dot_product_attention(
-                    qi, ki, vi, attn_mask=mask, is_causal=mask is None, scale=layer.scaling,
-                    enable_gqa=gqa,
-                )  # fmt: skip
+                if min(prefix, ext) >= SPLIT_MIN:
+                    oi = _extend_split(qi, ki, vi, prefix, layer.scaling)
+                else:
+                    mask = None  # none: plain causal
+                    if prefix:
+                        # Query j sits at position prefix + j and sees keys up to it.
+                        qpos = torch.arange(prefix, seq_len, device=q.device)
+                        mask = torch.arange(seq_len, device=q.device)[None, :] <= qpos[:, None]
+                    oi = F.scaled_dot_product_attention(
+                        qi, ki, vi, attn_mask=mask, is_causal=mask is None,
+                        scale=layer.scaling, enable_gqa=gqa,
+                    )  # fmt: skip
             out[start : start + ext] = oi[0].transpose(0, 1)
             start += ext
         return out

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from kernels.attention import torch_native
 from kernels.attention.registry import create_backend
 from kernels.forward_batch import ForwardBatch, ForwardMode
 from runtime.layers.attention import PagedAttention
@@ -76,8 +77,22 @@ def make_batch(mode, pools, reqs, chunks, slot_of):
     )
 
 
+@pytest.mark.parametrize("split_min", [None, 3], ids=["masked", "split"])
 @pytest.mark.parametrize("backend_name", BACKENDS)
-def test_extend_with_prefix_then_decode_matches_dense(backend_name, make_backend):
+def test_extend_with_prefix_then_decode_matches_dense(
+    backend_name, split_min, make_backend, monkeypatch
+):
+    """`split`: torch-native attends to a long extend's cached prefix and its new tokens in
+    two calls, merged; lowered here so that two of the three requests take that way."""
+    split = []
+    if split_min is not None:
+        if backend_name != "torch_native":
+            pytest.skip("the split is torch-native's")
+        monkeypatch.setattr(torch_native, "SPLIT_MIN", split_min)
+        whole = torch_native._extend_split
+        monkeypatch.setattr(
+            torch_native, "_extend_split", lambda *a: split.append(a[3]) or whole(*a)
+        )
     torch.manual_seed(0)
     lens = [7, 12, 3]
     qs = [torch.randn(n + 1, H, D, device=DEVICE, dtype=DTYPE) for n in lens]  # +1: a decode step
@@ -107,6 +122,7 @@ def test_extend_with_prefix_then_decode_matches_dense(backend_name, make_backend
         assert torch.allclose(rest[b : b + n - h].float(), refs[i][h:n], atol=TOL)
         assert torch.allclose(dec[i].float(), refs[i][n], atol=TOL)
         a, b = a + h, b + n - h
+    assert split == ([3, 6] if split_min else [])  # the cached prefixes of the split requests
 
 
 # Per row: which prefix its KV starts with ("deep": root + branch, "root", None: its own); and
