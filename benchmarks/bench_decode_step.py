@@ -1,10 +1,15 @@
 """Times the model runner's forward alone, without the server: prefill, then decode steps.
 
 It isolates the arithmetic and dispatch of one step from scheduling and HTTP, per `--dtype` /
-`--quantization` / `--compile` setting, interleaved over repeats so the settings see the same
-machine. `--profile` prints torch's operator table for one setting's decode steps.
+`--quantization` / `--compile` / KV cache format setting, interleaved over repeats so the
+settings see the same machine. `--profile` prints torch's operator table for one setting's
+decode steps; `--cpu-time` times this process's CPU time, which on a shared machine moves far
+less with the load than wall time; `--tail N` also times a prompt's last N tokens extended over
+the rest as a cached prefix.
 
     python benchmarks/bench_decode_step.py --modes float32 bfloat16 bfloat16+int4 --batch 1 8 32
+    python benchmarks/bench_decode_step.py --modes bfloat16+auto+kv=bfloat16+page=32 \
+        bfloat16+auto+kv=int4+page=32 --batch 1 8 --prompt-len 1385 --tail 41 --cpu-time
 """
 
 from __future__ import annotations
@@ -25,10 +30,13 @@ from runtime.batch_builder import BatchBuilder  # noqa: E402
 from runtime.model_runner import ModelRunner  # noqa: E402
 from runtime.server_args import SchedulerArgs  # noqa: E402
 
+clock = time.perf_counter  # or time.process_time, with --cpu-time
+
 
 def parse_mode(mode: str) -> dict:
     """`bfloat16+auto+compile` -> SchedulerArgs fields (`det`: deterministic inference,
-    `plain`: the plain GEMM, no weights reordered ahead of time)."""
+    `plain`: the plain GEMM, no weights reordered ahead of time, `kv=int4`: the KV cache
+    format, `page=32`: the pool's page size)."""
     parts = mode.split("+")
     fields = {"dtype": parts[0], "quantization": "none"}
     flags = {
@@ -37,7 +45,11 @@ def parse_mode(mode: str) -> dict:
         "plain": "disable_packed_gemm",
     }
     for p in parts[1:]:
-        if p in flags:
+        if p.startswith("kv="):
+            fields["kv_cache_dtype"] = p[3:]
+        elif p.startswith("page="):
+            fields["page_size"] = int(p[5:])
+        elif p in flags:
             fields[flags[p]] = True
         else:
             fields["quantization"] = p
@@ -47,10 +59,12 @@ def parse_mode(mode: str) -> dict:
 class Setting:
     def __init__(self, mode: str, max_batch: int, prompt_len: int) -> None:
         self.mode = mode
+        fields = parse_mode(mode)
+        page = fields.get("page_size", 1)
         args = SchedulerArgs(
-            max_total_tokens=max_batch * (prompt_len + 512) + 16,
+            max_total_tokens=max_batch * (prompt_len + 512 + page) + 16,
             max_running_requests=max_batch,
-            **parse_mode(mode),
+            **fields,
         )
         t0 = time.perf_counter()
         self.runner = ModelRunner(args)
@@ -60,8 +74,9 @@ class Setting:
         )
         self.prompt_len = prompt_len
 
-    def run(self, batch: int, steps: int) -> tuple[float, float]:
-        """Prefill `batch` prompts, then `steps` decode steps; (prefill s, decode s per step)."""
+    def run(self, batch: int, steps: int, tail: int = 0) -> tuple[float, float, float]:
+        """Prefill `batch` prompts, then `steps` decode steps; (prefill s, decode s per step,
+        s to extend the first prompt's last `tail` tokens again over the rest, cached)."""
         r = self.runner
         g = torch.Generator().manual_seed(batch)
         vocab = r.config.vocab_size
@@ -79,11 +94,25 @@ class Setting:
             prefix_lens=[0] * batch,
             extend_lens=lens,
         )
-        t0 = time.perf_counter()
+        t0 = clock()
         logits = r.forward(fb, torch.arange(1, batch + 1) * self.prompt_len - 1)
-        prefill = time.perf_counter() - t0
+        prefill = clock() - t0
         tokens = logits.argmax(-1).tolist()
-        t0 = time.perf_counter()
+        extend = 0.0
+        if tail:
+            start = self.prompt_len - tail
+            r.kv_pool.free(locs[0][start:])
+            locs[0] = locs[0][:start]
+            loc = r.kv_pool.alloc(tail)
+            locs.append(loc)
+            fb = self.builder.build(
+                ForwardMode.EXTEND, ids[start : self.prompt_len], list(range(start, self.prompt_len)),
+                loc, slots[:1], [self.prompt_len], prefix_lens=[start], extend_lens=[tail],
+            )  # fmt: skip
+            t0 = clock()
+            r.forward(fb, torch.tensor([tail - 1]))
+            extend = clock() - t0
+        t0 = clock()
         for _ in range(steps):
             loc = r.kv_pool.alloc(batch)
             locs.append(loc)
@@ -91,12 +120,12 @@ class Setting:
             lens = [n + 1 for n in lens]
             fb = self.builder.build(ForwardMode.DECODE, tokens, positions, loc, slots, lens)
             tokens = r.forward(fb).argmax(-1).tolist()
-        decode = (time.perf_counter() - t0) / steps
+        decode = (clock() - t0) / steps
         for loc in locs:
             r.kv_pool.free(loc)
         for s in slots:
             r.req_to_token_pool.free(s)
-        return prefill, decode
+        return prefill, decode, extend
 
 
 def rss_mib() -> float:
@@ -113,10 +142,25 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument(
+        "--tail",
+        type=int,
+        default=0,
+        help="also time this many new tokens over a cached prefix (batch 1)",
+    )
+    ap.add_argument(
+        "--cpu-time", action="store_true", help="time CPU time of this process, not wall time"
+    )
     ap.add_argument("--profile", default=None, help="a mode whose decode steps to profile")
     ap.add_argument("--json", default=None, help="also write the figures here")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    pages = {parse_mode(m).get("page_size", 1) for m in args.modes}
+    if args.tail and any((args.prompt_len - args.tail) % p for p in pages):
+        ap.error("--prompt-len minus --tail must be a whole number of pages (--modes ...+page=N)")
+    if args.cpu_time:
+        global clock
+        clock = time.process_time
     if args.threads:
         torch.set_num_threads(args.threads)
     max_batch = max(args.batch)
@@ -130,28 +174,37 @@ def main() -> None:
         print(f"{mode}: loaded in {s.load_s:.1f}s, +{s.rss_delta:.0f} MiB resident", flush=True)
     results: dict = {s.mode: {b: [] for b in args.batch} for s in settings}
     prefill: dict = {s.mode: [] for s in settings}
+    tail: dict = {s.mode: [] for s in settings}
     for _ in range(args.repeats):
         for b in args.batch:
             for s in settings:
-                p, d = s.run(b, args.steps)
+                p, d, t = s.run(b, args.steps, args.tail if b == 1 else 0)
                 results[s.mode][b].append(d)
                 if b == 1:
                     prefill[s.mode].append(p)
-    print(f"\nprompt {args.prompt_len} tokens, {args.steps} steps, best of {args.repeats}")
+                    tail[s.mode].append(t)
+    width = max(28, *(len(m) + 2 for m in args.modes))
     print(
-        "mode".ljust(28)
+        f"\nprompt {args.prompt_len} tokens, {args.steps} steps, best of {args.repeats}"
+        + (", CPU time" if args.cpu_time else "")
+    )
+    print(
+        "mode".ljust(width)
         + "".join(f"bs={b} tok/s".rjust(14) for b in args.batch)
         + "  prefill tok/s"
+        + (f"  tail {args.tail} ms" if args.tail and 1 in args.batch else "")
     )
     out = {}
     for s in settings:
         best = {b: min(v) for b, v in results[s.mode].items()}
         pf = args.prompt_len / min(prefill[s.mode]) if prefill[s.mode] else float("nan")
         row = "".join(f"{b / best[b]:14.1f}" for b in args.batch)
-        print(s.mode.ljust(28) + row + f"{pf:15.0f}")
+        tail_ms = min(tail[s.mode]) * 1e3 if tail[s.mode] and args.tail else None
+        print(s.mode.ljust(width) + row + f"{pf:15.0f}" + (f"{tail_ms:13.1f}" if tail_ms else ""))
         out[s.mode] = {
             "decode_tok_s": {b: b / best[b] for b in args.batch},
             "prefill_tok_s": pf,
+            "tail_ms": tail_ms,
             "rss_delta_mib": s.rss_delta,
         }
     if args.json:
