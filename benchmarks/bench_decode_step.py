@@ -5,7 +5,7 @@ It isolates the arithmetic and dispatch of one step from scheduling and HTTP, pe
 settings see the same machine. `--profile` prints torch's operator table for one setting's
 decode steps; `--cpu-time` times this process's CPU time, which on a shared machine moves far
 less with the load than wall time; `--tail N` also times a prompt's last N tokens extended over
-the rest as a cached prefix.
+the rest as a cached prefix; `--chunk N` prefills in chunks of N tokens, as the server does.
 
     python benchmarks/bench_decode_step.py --modes float32 bfloat16 bfloat16+int4 --batch 1 8 32
     python benchmarks/bench_decode_step.py --modes bfloat16+auto+kv=bfloat16+page=32 \
@@ -57,8 +57,8 @@ def parse_mode(mode: str) -> dict:
 
 
 class Setting:
-    def __init__(self, mode: str, max_batch: int, prompt_len: int) -> None:
-        self.mode = mode
+    def __init__(self, mode: str, max_batch: int, prompt_len: int, chunk: int = 0) -> None:
+        self.mode, self.chunk = mode, chunk
         fields = parse_mode(mode)
         page = fields.get("page_size", 1)
         args = SchedulerArgs(
@@ -84,19 +84,23 @@ class Setting:
         lens = [self.prompt_len] * batch
         ids = torch.randint(100, vocab - 100, (batch * self.prompt_len,), generator=g).tolist()
         locs = [r.kv_pool.alloc(self.prompt_len) for _ in range(batch)]
-        fb = self.builder.build(
-            ForwardMode.EXTEND,
-            ids,
-            [p for _ in range(batch) for p in range(self.prompt_len)],
-            torch.cat(locs),
-            slots,
-            lens,
-            prefix_lens=[0] * batch,
-            extend_lens=lens,
-        )
-        t0 = clock()
-        logits = r.forward(fb, torch.arange(1, batch + 1) * self.prompt_len - 1)
-        prefill = clock() - t0
+        n, prefill = self.prompt_len, 0.0
+        chunk = self.chunk or n  # the server prefills long prompts in chunks this long
+        for done in range(0, n, chunk):
+            m = min(chunk, n - done)
+            fb = self.builder.build(
+                ForwardMode.EXTEND,
+                [ids[b * n + p] for b in range(batch) for p in range(done, done + m)],
+                [p for _ in range(batch) for p in range(done, done + m)],
+                torch.cat([loc[done : done + m] for loc in locs]),
+                slots,
+                [done + m] * batch,
+                prefix_lens=[done] * batch,
+                extend_lens=[m] * batch,
+            )
+            t0 = clock()
+            logits = r.forward(fb, torch.arange(1, batch + 1) * m - 1)
+            prefill += clock() - t0
         tokens = logits.argmax(-1).tolist()
         extend = 0.0
         if tail:
@@ -139,6 +143,7 @@ def main() -> None:
     ap.add_argument("--modes", nargs="+", default=["float32", "bfloat16"])
     ap.add_argument("--batch", nargs="+", type=int, default=[1, 8, 32])
     ap.add_argument("--prompt-len", type=int, default=256)
+    ap.add_argument("--chunk", type=int, default=0, help="prefill in chunks this long (0: whole)")
     ap.add_argument("--steps", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
@@ -167,7 +172,7 @@ def main() -> None:
     settings = []
     for mode in args.modes:
         before = rss_mib()
-        s = Setting(mode, max_batch, args.prompt_len)
+        s = Setting(mode, max_batch, args.prompt_len, args.chunk)
         s.run(max_batch, 4)  # warm up, and touch the pool pages the runs use
         s.rss_delta = rss_mib() - before
         settings.append(s)
