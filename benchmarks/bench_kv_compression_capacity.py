@@ -72,8 +72,11 @@ def run(spec: dict | None, reqs, pool: int, running: int, new_tokens: int) -> di
     )
     metas = [last["meta_info"] for last in res["last"]]
     texts = [last["text"] for last in res["last"]]
+    info = res["info"]
     return {
         "seconds": res["seconds"],
+        "prefill_s": info["prefill_seconds"] + info["mixed_seconds"],  # the warm-up's included
+        "decode_s": info["decode_seconds"],
         "ttft": res["ttft"],
         "peak": peak[0],
         "kept": [m.get("kv_tokens_kept", m["prompt_tokens"]) for m in metas],
@@ -114,6 +117,9 @@ def _row(name: str, runs: list[dict], base: dict | None) -> dict:
         "ttft90": ttft[int(len(ttft) * 0.9)],
         "acc": sum(correct) / len(correct),
         "seconds": statistics.median(r["seconds"] for r in runs),
+        # the scheduler's time in prefill and decode steps (records from before it kept them: -)
+        "prefill_s": statistics.median(r.get("prefill_s", float("nan")) for r in runs),
+        "decode_s": statistics.median(r.get("decode_s", float("nan")) for r in runs),
     }
     row["x_run"] = row["peak"] / max(1, base["peak"]) if base else 1.0
     row["x_req_s"] = row["req_s"] / base["req_s"] if base else 1.0
@@ -135,13 +141,14 @@ def report(results: dict[str, list[dict]], kvpress: list[dict], new_tokens: int)
     print(
         f"{'spec':<26} {'prompt':>7} {'kept':>6} {'peak run':>8} {'x run':>6} {'req/s':>6} "
         f"{'x req/s':>7} {'out tok/s':>9} {'TTFT p50':>9} {'TTFT p90':>9} {'retrieved':>9} "
-        f"{'seconds':>8}"
+        f"{'seconds':>8} {'prefill s':>9} {'decode s':>8}"
     )
     for r in rows:
         print(
             f"{r['name']:<26} {r['prompt']:>7.0f} {r['kept']:>6.0f} {r['peak']:>8.0f} "
             f"{r['x_run']:>6.2f} {r['req_s']:>6.4f} {r['x_req_s']:>7.2f} {r['tok_s']:>9.1f} "
-            f"{r['ttft50']:>9.2f} {r['ttft90']:>9.2f} {r['acc']:>9.2f} {r['seconds']:>8.1f}"
+            f"{r['ttft50']:>9.2f} {r['ttft90']:>9.2f} {r['acc']:>9.2f} {r['seconds']:>8.1f} "
+            f"{r['prefill_s']:>9.1f} {r['decode_s']:>8.1f}"
         )
 
 

@@ -204,8 +204,9 @@ class Scheduler:
             logger.exception("%s step failed; aborting its %d request(s)", mode, len(batch))
             why = f"{type(e).__name__}: {e}"
             outputs = [self._finish(req, FinishReason("abort", message=why)) for req in batch]
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("%s: %d request(s), %.3fs", mode, len(batch), time.perf_counter() - t0)
+        elapsed = time.perf_counter() - t0
+        self.stats.record_step(mode, elapsed)
+        logger.debug("%s: %d request(s), %.3fs", mode, len(batch), elapsed)
         if self.args.debug_check_memory:
             self.check_memory()
         if self.stats.steps % LOG_EVERY_STEPS == 0:

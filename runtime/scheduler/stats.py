@@ -15,6 +15,15 @@ class SchedulerStats:
     cached_prompt_tokens: int = 0
     retractions: int = 0
     jump_forward_tokens: int = 0
+    # wall seconds spent in each kind of step, the forward with its sampling and bookkeeping
+    prefill_seconds: float = 0.0
+    mixed_seconds: float = 0.0  # prefills with decoding requests riding along
+    decode_seconds: float = 0.0
+
+    def record_step(self, mode: str, seconds: float) -> None:
+        """`mode`: prefill, mixed or decode."""
+        name = f"{mode}_seconds"
+        setattr(self, name, getattr(self, name) + seconds)
 
     @property
     def cache_hit_rate(self) -> float:
