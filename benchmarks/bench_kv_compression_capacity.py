@@ -117,7 +117,7 @@ def _row(name: str, runs: list[dict], base: dict | None) -> dict:
         "ttft90": ttft[int(len(ttft) * 0.9)],
         "acc": sum(correct) / len(correct),
         "seconds": statistics.median(r["seconds"] for r in runs),
-        # the scheduler's time in prefill and decode steps (records from before it kept them: -)
+        # the scheduler's time in prefill and decode steps (nan: a record from before it kept them)
         "prefill_s": statistics.median(r.get("prefill_s", float("nan")) for r in runs),
         "decode_s": statistics.median(r.get("decode_s", float("nan")) for r in runs),
     }
