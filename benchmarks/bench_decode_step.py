@@ -74,6 +74,20 @@ class Setting:
         )
         self.prompt_len = prompt_len
 
+    def _timed_extend(self, ids, slots, start: int, m: int, loc) -> tuple[torch.Tensor, float]:
+        """Extends each request of `slots` by its tokens start..start+m (`ids`: the requests'
+        prompts end to end) into the KV slots `loc`; (each one's last logits, seconds)."""
+        n, rows = self.prompt_len, len(slots)
+        fb = self.builder.build(
+            ForwardMode.EXTEND,
+            [ids[b * n + p] for b in range(rows) for p in range(start, start + m)],
+            [p for _ in range(rows) for p in range(start, start + m)],
+            loc, slots, [start + m] * rows, prefix_lens=[start] * rows, extend_lens=[m] * rows,
+        )  # fmt: skip
+        t0 = clock()
+        logits = self.runner.forward(fb, torch.arange(1, rows + 1) * m - 1)
+        return logits, clock() - t0
+
     def run(self, batch: int, steps: int, tail: int = 0) -> tuple[float, float, float]:
         """Prefill `batch` prompts, then `steps` decode steps; (prefill s, decode s per step,
         s to extend the first prompt's last `tail` tokens again over the rest, cached)."""
@@ -88,19 +102,9 @@ class Setting:
         chunk = self.chunk or n  # the server prefills long prompts in chunks this long
         for done in range(0, n, chunk):
             m = min(chunk, n - done)
-            fb = self.builder.build(
-                ForwardMode.EXTEND,
-                [ids[b * n + p] for b in range(batch) for p in range(done, done + m)],
-                [p for _ in range(batch) for p in range(done, done + m)],
-                torch.cat([loc[done : done + m] for loc in locs]),
-                slots,
-                [done + m] * batch,
-                prefix_lens=[done] * batch,
-                extend_lens=[m] * batch,
-            )
-            t0 = clock()
-            logits = r.forward(fb, torch.arange(1, batch + 1) * m - 1)
-            prefill += clock() - t0
+            loc = torch.cat([own[done : done + m] for own in locs])
+            logits, seconds = self._timed_extend(ids, slots, done, m, loc)
+            prefill += seconds
         tokens = logits.argmax(-1).tolist()
         extend = 0.0
         if tail:
@@ -109,19 +113,13 @@ class Setting:
             locs[0] = locs[0][:start]
             loc = r.kv_pool.alloc(tail)
             locs.append(loc)
-            fb = self.builder.build(
-                ForwardMode.EXTEND, ids[start : self.prompt_len], list(range(start, self.prompt_len)),
-                loc, slots[:1], [self.prompt_len], prefix_lens=[start], extend_lens=[tail],
-            )  # fmt: skip
-            t0 = clock()
-            r.forward(fb, torch.tensor([tail - 1]))
-            extend = clock() - t0
+            _, extend = self._timed_extend(ids, slots[:1], start, tail, loc)
         t0 = clock()
         for _ in range(steps):
             loc = r.kv_pool.alloc(batch)
             locs.append(loc)
             positions = list(lens)
-            lens = [n + 1 for n in lens]
+            lens = [k + 1 for k in lens]
             fb = self.builder.build(ForwardMode.DECODE, tokens, positions, loc, slots, lens)
             tokens = r.forward(fb).argmax(-1).tolist()
         decode = (clock() - t0) / steps
