@@ -68,4 +68,3 @@ def gather_rows(buffer: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
     """`buffer[slots]` for `slots` of any shape, through index_select: on the CPU, advanced
     indexing with a 2-D index ran 7-8x slower for a decode batch's KV reads."""
     return buffer.index_select(0, slots.reshape(-1)).view(*slots.shape, *buffer.shape[1:])
-
