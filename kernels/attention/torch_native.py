@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from kernels.attention.backend import AttentionBackend
+from kernels.cpu import cpu_kernels_loaded
 
 
 @dataclass
@@ -23,6 +24,7 @@ class _DecodeMeta:
     row_lens: list[int] | None = None
     # every row's suffix starts a page of a pool that quantizes whole pages: read page-wise
     paged: bool = False
+    suffix_lens: torch.Tensor | None = None  # [B] int64, each row's keys in suffix_idx
 
 
 @dataclass
@@ -164,6 +166,7 @@ def _decode_meta(
     real = offs[None, :] < torch.tensor(suffix_lens, device=kv.device)[:, None]
     mask = torch.zeros(real.shape, device=kv.device).masked_fill(~real, float("-inf"))
     meta = _DecodeMeta(kv.gather(1, pos), mask[:, None, None, :], groups, paged=paged)
+    meta.suffix_lens = torch.tensor(suffix_lens, dtype=torch.int64)
     if invariant:
         meta.row_lens = suffix_lens
     if kv_holes:  # columns counted past each row's shared prefix
@@ -177,6 +180,34 @@ def _decode_meta(
     return meta
 
 
+KERNEL_GROUPS, KERNEL_HEAD_DIMS = (1, 2, 3, 4, 6, 8), (64, 128)
+
+
+def _suffix_by_kernel(qg, layer, pool, meta: _DecodeMeta):
+    """Each row over its own keys by the C++ kernel, reading the pool in place: (out, lse), or
+    None where the kernel does not apply (another dtype or device, a quantized pool, PyramidKV's
+    hidden columns, a head layout it was not built for)."""
+    if (
+        qg.device.type != "cpu"
+        or qg.dtype != torch.bfloat16
+        or meta.holes is not None
+        or meta.suffix_lens is None
+        or pool.own_page_size
+        or qg.shape[2] not in KERNEL_GROUPS
+        or qg.shape[3] not in KERNEL_HEAD_DIMS
+        or pool.kv_scales(layer.layer_id) is not None
+    ):
+        return None
+    k, v = pool.get_kv(layer.layer_id)
+    if k.dtype != qg.dtype or not (k.is_contiguous() and v.is_contiguous()):
+        return None
+    if not cpu_kernels_loaded():
+        return None
+    return torch.ops.radixserve_cpu.decode_attention(
+        qg.contiguous(), k, v, meta.suffix_idx, meta.suffix_lens, layer.scaling
+    )
+
+
 def _decode_attention(q, layer, pool, meta: _DecodeMeta) -> torch.Tensor:
     """One query token per row over its KV (and its group's shared prefix, merged)."""
     b, h, d = q.shape
@@ -184,6 +215,9 @@ def _decode_attention(q, layer, pool, meta: _DecodeMeta) -> torch.Tensor:
     # Grouped-query attention without copying K/V per head: a KV head's query heads are
     # laid along the query axis. qg: [B, Hkv, group, D]
     qg = q.view(b, hkv, h // hkv, d)
+    own = _suffix_by_kernel(qg, layer, pool, meta)
+    if own is not None:  # row by row at its own length: batch-invariant as it is
+        return _merge_shared_prefixes(qg, layer, pool, meta, *own).reshape(b, h, d)
     # Read (and dequantize) only the slots this batch needs, never the whole pool. A decode
     # row's own page is in its own slots, past any shared prefix.
     keys, values = pool.read_own_page(layer.layer_id, meta.suffix_idx, q.dtype, meta.paged)
@@ -200,16 +234,23 @@ def _decode_attention(q, layer, pool, meta: _DecodeMeta) -> torch.Tensor:
             ]
         ).reshape(b, h, d)  # fmt: skip
     out, lse = _attend(qg, keys, values, layer.scaling, mask)
+    return _merge_shared_prefixes(qg, layer, pool, meta, out, lse).reshape(b, h, d)
+
+
+def _merge_shared_prefixes(qg, layer, pool, meta: _DecodeMeta, out, lse) -> torch.Tensor:
+    """Each group's shared prefix attended once for all its rows' queries, merged into their
+    own-key results (out [B, Hkv, G, D], lse [B, Hkv, G])."""
+    hkv, d = layer.num_kv_heads, qg.shape[-1]
     for rows, slots in meta.groups:
         n = len(rows)
         qq = qg[rows].transpose(0, 1).reshape(1, hkv, -1, d)  # every row's queries at once
-        kp, vp = pool.read_kv(layer.layer_id, slots, q.dtype)
+        kp, vp = pool.read_kv(layer.layer_id, slots, qg.dtype)
         kp, vp = kp.transpose(0, 1)[None], vp.transpose(0, 1)[None]  # [1, Hkv, P, D]
         part, part_lse = _attend(qq, kp, vp, layer.scaling)
         part = part.view(hkv, n, -1, d).transpose(0, 1)
         part_lse = part_lse.view(hkv, n, -1).transpose(0, 1)
         out[rows] = _merge(out[rows], lse[rows], part, part_lse)
-    return out.reshape(b, h, d)
+    return out
 
 
 class TorchNativeBackend(AttentionBackend):
