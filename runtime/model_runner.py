@@ -12,6 +12,7 @@ import torch
 
 from kernels.attention.compact_kv import CompactKVBackend
 from kernels.attention.registry import create_backend
+from kernels.cpu import cpu_kernels_loaded
 from kernels.forward_batch import ForwardBatch
 from runtime.kv_cache_dtype import (
     create_kv_pool,
@@ -167,6 +168,12 @@ class ModelRunner:
             head_dim=cfg.head_dim,
             device=self.device,
         )
+        if (
+            backend_name == "torch_native"
+            and self.device.type == "cpu"
+            and self.dtype == torch.bfloat16
+        ):
+            cpu_kernels_loaded()  # compiled here on a first start rather than in a first decode
         if not self.backend.reads_pool(self.kv_pool):
             self.backend = CompactKVBackend(self.backend, self.dtype)
         for layer in self.model.attention_layers():
