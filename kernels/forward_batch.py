@@ -89,7 +89,8 @@ class ForwardBatch:
     # slots (PyramidKV): (batch row, per layer the first table column it does not read, the
     # column where reading resumes). Empty for every other batch.
     kv_holes: list[tuple[int, list[int], int]] = field(default_factory=list)
-    # decode: each row's attention must not depend on the other rows (deterministic inference)
+    # each row's attention must not depend on the other rows, nor an extend's on its chunk
+    # (deterministic inference)
     batch_invariant: bool = False
     # Set when KV compression needs the queries: `record(layer_id, q, batch)` runs after each
     # layer's attention (prefill: the prompt's last queries; decode: H2O's attention scores).

@@ -183,15 +183,12 @@ def _decode_meta(
 KERNEL_GROUPS, KERNEL_HEAD_DIMS = (1, 2, 3, 4, 6, 8), (64, 128)
 
 
-def _suffix_by_kernel(qg, layer, pool, meta: _DecodeMeta):
-    """Each row over its own keys by the C++ kernel, reading the pool in place: (out, lse), or
-    None where the kernel does not apply (another dtype or device, a quantized pool, PyramidKV's
-    hidden columns, a head layout it was not built for)."""
+def _kernel_pool(qg, layer, pool):
+    """The layer's K and V buffers when the C++ kernel can read them in place, else None
+    (another dtype or device, a quantized pool, a head layout it was not built for)."""
     if (
         qg.device.type != "cpu"
         or qg.dtype != torch.bfloat16
-        or meta.holes is not None
-        or meta.suffix_lens is None
         or pool.own_page_size
         or qg.shape[2] not in KERNEL_GROUPS
         or qg.shape[3] not in KERNEL_HEAD_DIMS
@@ -201,11 +198,36 @@ def _suffix_by_kernel(qg, layer, pool, meta: _DecodeMeta):
     k, v = pool.get_kv(layer.layer_id)
     if k.dtype != qg.dtype or not (k.is_contiguous() and v.is_contiguous()):
         return None
-    if not cpu_kernels_loaded():
+    return (k, v) if cpu_kernels_loaded() else None
+
+
+def _suffix_by_kernel(qg, layer, pool, meta: _DecodeMeta):
+    """Each row over its own keys by the C++ kernel, reading the pool in place: (out, lse), or
+    None where the kernel does not apply (see `_kernel_pool`; PyramidKV's hidden columns)."""
+    kv = None if meta.holes is not None else _kernel_pool(qg, layer, pool)
+    if kv is None:
         return None
     return torch.ops.radixserve_cpu.decode_attention(
-        qg.contiguous(), k, v, meta.suffix_idx, meta.suffix_lens, layer.scaling
+        qg.contiguous(), *kv, meta.suffix_idx, meta.suffix_lens, layer.scaling
     )
+
+
+def _extend_rows_by_kernel(qi, layer, pool, slots, prefix: int):
+    """Deterministic inference: each new token (qi [ext, H, D]) as a decode row over its own
+    keys, so that its numbers depend on neither the chunk nor the batch it was computed in, and
+    a prefix cached by one request holds the bits another would compute. None where the kernel
+    does not apply."""
+    ext, h, d = qi.shape
+    qg = qi.reshape(ext, layer.num_kv_heads, h // layer.num_kv_heads, d)
+    kv = _kernel_pool(qg, layer, pool)
+    if kv is None:
+        return None
+    lens = torch.arange(prefix + 1, prefix + ext + 1, dtype=torch.int64)
+    rows = slots[None].expand(ext, -1)  # one slot row for every token, not copied
+    out, _ = torch.ops.radixserve_cpu.decode_attention(
+        qg.contiguous(), *kv, rows, lens, layer.scaling
+    )
+    return out.view(ext, h, d)
 
 
 def _decode_attention(q, layer, pool, meta: _DecodeMeta) -> torch.Tensor:
@@ -312,6 +334,12 @@ class TorchNativeBackend(AttentionBackend):
                 continue
             seq_len = prefix + ext
             slots = table[batch.req_pool_indices[i], :seq_len]
+            if batch.batch_invariant:
+                oi = _extend_rows_by_kernel(q[start : start + ext], layer, pool, slots, prefix)
+                if oi is not None:
+                    out[start : start + ext] = oi
+                    start += ext
+                    continue
             # 4-D inputs: with 3-D ones torch takes its slow math path on the CPU.
             qi = q[start : start + ext].transpose(0, 1)[None]  # [1, H, ext, D]
             if pool.own_page_size:

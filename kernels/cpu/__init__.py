@@ -22,7 +22,7 @@ import torch
 logger = logging.getLogger(__name__)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCES = ("decode_attention.cpp",)
+SOURCES = ("decode_attention.cpp", "norm_rotary.cpp")
 ISA_FLAGS = ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512bf16", "-mfma")
 CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16")
 

@@ -11,6 +11,7 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -115,6 +116,7 @@ void attend_batch(const at::Tensor& q, const at::Tensor& k_pool, const at::Tenso
                   const at::Tensor& slots, const at::Tensor& lens, double scale, at::Tensor& out,
                   at::Tensor& lse) {
   const int64_t batch = q.size(0), heads = q.size(1), width = slots.size(1);
+  const int64_t slot_stride = slots.stride(0);
   const auto* qp = reinterpret_cast<const bf16*>(q.data_ptr<at::BFloat16>());
   const auto* kp = reinterpret_cast<const bf16*>(k_pool.data_ptr<at::BFloat16>());
   const auto* vp = reinterpret_cast<const bf16*>(v_pool.data_ptr<at::BFloat16>());
@@ -128,7 +130,7 @@ void attend_batch(const at::Tensor& q, const at::Tensor& k_pool, const at::Tenso
     std::vector<float> scores(G * stride);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / heads, h = task % heads;
-      attend_one<G, D>(qp + task * G * D, kp + h * D, vp + h * D, sp + b * width, np[b],
+      attend_one<G, D>(qp + task * G * D, kp + h * D, vp + h * D, sp + b * slot_stride, np[b],
                        row_stride, static_cast<float>(scale), scores.data(), stride,
                        op + task * G * D, lp + task * G);
     }
@@ -152,7 +154,7 @@ Kernel pick(int64_t group) {
 }
 
 // q [B, Hkv, G, D]; k_pool, v_pool [slots, Hkv, D]; slots [B, W] int64 (a row's first lens[b] are
-// its keys); lens [B] int64, each at least 1 and at most W. Returns (out [B, Hkv, G, D],
+// its keys; an extend's tokens share one row, expanded); lens [B] int64, each in 1..W. Returns (out [B, Hkv, G, D],
 // log-sum-exp [B, Hkv, G] in float32).
 std::tuple<at::Tensor, at::Tensor> decode_attention(const at::Tensor& q, const at::Tensor& k_pool,
                                                     const at::Tensor& v_pool,
@@ -166,21 +168,25 @@ std::tuple<at::Tensor, at::Tensor> decode_attention(const at::Tensor& q, const a
   TORCH_CHECK(slots.scalar_type() == at::kLong && lens.scalar_type() == at::kLong,
               "int64 slots and lens");
   TORCH_CHECK(q.is_contiguous() && k_pool.is_contiguous() && v_pool.is_contiguous() &&
-                  slots.is_contiguous() && lens.is_contiguous(),
-              "contiguous inputs");
+                  slots.stride(1) == 1 && lens.is_contiguous(),
+              "contiguous inputs (rows of slots may repeat one row: a stride of 0)");
   const int64_t batch = q.size(0), heads = q.size(1), group = q.size(2), dim = q.size(3);
   TORCH_CHECK(k_pool.size(1) == heads && k_pool.size(2) == dim && v_pool.sizes() == k_pool.sizes(),
               "pools of q's KV heads and head size");
   TORCH_CHECK(slots.dim() == 2 && slots.size(0) == batch && lens.size(0) == batch,
               "a slot row and a length per request");
-  const int64_t width = slots.size(1), pool = k_pool.size(0);
+  const int64_t width = slots.size(1), pool = k_pool.size(0), slot_stride = slots.stride(0);
   const int64_t* sp = slots.data_ptr<int64_t>();
   const int64_t* np = lens.data_ptr<int64_t>();
+  int64_t longest = 0;
   for (int64_t b = 0; b < batch; ++b) {
     TORCH_CHECK(np[b] >= 1 && np[b] <= width, "lens[", b, "] = ", np[b], " outside 1..", width);
-    for (int64_t j = 0; j < np[b]; ++j)
-      TORCH_CHECK(sp[b * width + j] >= 0 && sp[b * width + j] < pool, "slot outside the pool");
+    longest = std::max(longest, np[b]);
   }
+  for (int64_t b = 0; b < (slot_stride ? batch : std::min<int64_t>(batch, 1)); ++b)
+    for (int64_t j = 0; j < (slot_stride ? np[b] : longest); ++j)
+      TORCH_CHECK(sp[b * slot_stride + j] >= 0 && sp[b * slot_stride + j] < pool,
+                  "slot outside the pool");
   Kernel kernel = dim == 64 ? pick<64>(group) : dim == 128 ? pick<128>(group) : nullptr;
   TORCH_CHECK(kernel != nullptr, "head size 64 or 128 and 1, 2, 3, 4, 6 or 8 queries per KV head");
   auto out = at::empty_like(q);

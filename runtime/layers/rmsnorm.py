@@ -1,8 +1,24 @@
-"""RMSNorm computed in float32 whatever the activation dtype, as the reference models do."""
+"""RMSNorm computed in float32 whatever the activation dtype, as the reference models do.
+
+In bfloat16 on a CPU with the C++ kernels, each norm (and the residual add before it) is one
+call rounded as the torch ops are; elsewhere, and inside torch.compile's graphs, the torch ops.
+"""
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from kernels.cpu import cpu_kernels_loaded
+
+
+def _on_kernel(x: torch.Tensor) -> bool:
+    return (
+        x.dtype == torch.bfloat16
+        and x.device.type == "cpu"
+        and x.dim() == 2
+        and not torch.compiler.is_compiling()
+        and cpu_kernels_loaded()
+    )
 
 
 class RMSNorm(nn.Module):
@@ -14,5 +30,16 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.float32:
             return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+        if _on_kernel(x) and x.stride(-1) == 1:
+            return torch.ops.radixserve_cpu.rms_norm(x, self.weight, self.eps)
         normed = F.rms_norm(x.float(), self.weight.shape, None, self.eps)
         return self.weight * normed.to(x.dtype)
+
+    def add_forward(
+        self, x: torch.Tensor, residual: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(residual + x, the norm of it): a layer's residual add and the next norm."""
+        if _on_kernel(x) and x.stride(-1) == 1 and residual.is_contiguous():
+            return torch.ops.radixserve_cpu.add_rms_norm(x, residual, self.weight, self.eps)
+        total = residual + x
+        return total, self(total)

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from kernels.cpu import cpu_kernels_loaded
+
 
 def rope_inv_freq(head_dim: int, theta: float, scaling: dict | None) -> tuple[torch.Tensor, float]:
     """Returns the inverse frequencies and the factor applied to cos/sin."""
@@ -65,6 +67,22 @@ class RotaryEmbedding(nn.Module):
 
     @classmethod
     def apply(cls, cos_sin: tuple[torch.Tensor, torch.Tensor], q: torch.Tensor, k: torch.Tensor):
-        """q: [T, H, D], k: [T, Hkv, D]."""
+        """q: [T, H, D], k: [T, Hkv, D]. In bfloat16 on a CPU with the C++ kernels, rotated in
+        place (q and k are views of the QKV projection's output), rounded as the torch ops are."""
         cos, sin = cos_sin
+        if (
+            q.dtype == torch.bfloat16
+            and q.device.type == "cpu"
+            and _packed_heads(q)
+            and _packed_heads(k)
+            and not torch.compiler.is_compiling()
+            and cpu_kernels_loaded()
+        ):
+            torch.ops.radixserve_cpu.rotary_(q, k, cos, sin)
+            return q, k
         return q * cos + cls._rotate_half(q) * sin, k * cos + cls._rotate_half(k) * sin
+
+
+def _packed_heads(x: torch.Tensor) -> bool:
+    """Rows may be strided; within a row, heads and dims lie packed."""
+    return x.stride(2) == 1 and x.stride(1) == x.shape[2]

@@ -66,9 +66,18 @@ class LlamaDecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(self, cos_sin, x, batch) -> torch.Tensor:
-        x = x + self.self_attn(cos_sin, self.input_layernorm(x), batch)
-        return x + self.mlp(self.post_attention_layernorm(x))
+    def forward(self, cos_sin, x, batch, residual=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: the previous layer's MLP output, added to `residual` here (or the embeddings, for
+        the first layer, with no residual). Returns (this layer's MLP output, residual): the
+        add waits for the next norm so that the two run as one."""
+        if residual is None:
+            residual, h = x, self.input_layernorm(x)
+        else:
+            residual, h = self.input_layernorm.add_forward(x, residual)
+        residual, h = self.post_attention_layernorm.add_forward(
+            self.self_attn(cos_sin, h, batch), residual
+        )
+        return self.mlp(h), residual
 
 
 class LlamaModel(nn.Module):
@@ -101,9 +110,10 @@ class LlamaForCausalLM(nn.Module):
         """Returns the final hidden states `[num_tokens, hidden]`; logits are taken by the caller."""
         x = self.model.embed_tokens(batch.input_ids)
         cos_sin = self.model.rotary.cos_sin(batch.positions, x.dtype)
+        residual = None
         for layer in self.model.layers:
-            x = layer(cos_sin, x, batch)
-        return self.model.norm(x)
+            x, residual = layer(cos_sin, x, batch, residual)
+        return self.model.norm.add_forward(x, residual)[1]
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.logits_proj is not None:

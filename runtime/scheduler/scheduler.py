@@ -257,6 +257,7 @@ class Scheduler:
         """Prompts (or their next chunks), and running requests riding along (mixed chunk)."""
         fb, logit_rows, plans = extend_batch(batch, self.memory, self.builder)
         fb.query_capture = query_capture(batch, fb.extend_lens_cpu)
+        fb.batch_invariant = self.args.enable_deterministic_inference
         riders = [r in self.running for r in batch]
         ride_rows = [i for i, rider in enumerate(riders) if rider]
         fb.prefix_groups = cascade_groups([batch[i] for i in ride_rows], ride_rows)

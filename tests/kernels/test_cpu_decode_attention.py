@@ -140,3 +140,26 @@ def test_backend_decode_on_the_kernel_is_batch_invariant(setup):
     for r in rows:
         alone = _decode(backend, kv, r2t, lens, [r], q, k, v, layer)
         assert torch.equal(together[r], alone[0]), r
+
+
+def test_extend_rows_under_deterministic_inference_do_not_depend_on_the_chunk():
+    """A token's attention is the same bits whether its prompt was extended whole or in chunks
+    over a cached prefix, and causal: it sees keys up to its own position."""
+    torch.manual_seed(5)
+    n = 30
+    kv = KVPool(n + 8, 1, HKV, D, torch.bfloat16, "cpu")
+    kv.k_buffer[0].copy_(torch.randn_like(kv.k_buffer[0], dtype=torch.float32) * 2)
+    kv.v_buffer[0].copy_(torch.randn_like(kv.v_buffer[0], dtype=torch.float32))
+    slots = kv.alloc(n)
+    layer = PagedAttention(0, H, HKV, D)
+    q = torch.randn(n, H, D).to(torch.bfloat16)
+    whole = torch_native._extend_rows_by_kernel(q, layer, kv, slots, 0)
+    tail = torch_native._extend_rows_by_kernel(q[20:], layer, kv, slots, 20)
+    assert torch.equal(whole[20:], tail)
+    for i in (0, 7, 29):
+        keys = kv.k_buffer[0][slots[: i + 1]].float().repeat_interleave(H // HKV, dim=1)
+        vals = kv.v_buffer[0][slots[: i + 1]].float().repeat_interleave(H // HKV, dim=1)
+        ref = F.scaled_dot_product_attention(
+            q[i].float()[:, None], keys.transpose(0, 1), vals.transpose(0, 1), scale=layer.scaling
+        )
+        assert torch.allclose(whole[i].float(), ref[:, 0], atol=2e-2), i

@@ -9,6 +9,7 @@ import torch
 from kernels.forward_batch import ForwardMode
 from runtime import Engine
 from runtime.batch_builder import BatchBuilder
+from runtime.layers import rmsnorm, rotary
 from runtime.model_loader.loader import load_tokenizer
 from runtime.model_runner import ModelRunner, cpu_has_native_bf16
 from runtime.server_args import SchedulerArgs
@@ -89,7 +90,11 @@ def _decode_logits(runner: ModelRunner, prompts: list[list[int]], steps: int) ->
 
 
 @pytest.mark.slow
-def test_compiled_decode_step_matches_eager():
+def test_compiled_decode_step_matches_eager(monkeypatch):
+    # Inside the graph the norms and rotary are torch ops; the eager reference runs the same ops
+    # (tests/runtime/layers checks the C++ kernels that replace them against those ops).
+    monkeypatch.setattr(rmsnorm, "cpu_kernels_loaded", lambda: False)
+    monkeypatch.setattr(rotary, "cpu_kernels_loaded", lambda: False)
     runner = ModelRunner(
         SchedulerArgs(
             max_total_tokens=1024,
