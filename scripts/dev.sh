@@ -24,7 +24,12 @@ ensure_env() {
 cmd="${1:-}"; shift || true
 case "$cmd" in
   serve) ensure_env; exec "$py" -m runtime.launch "$@" ;;
-  test) ensure_env; exec "$py" -m pytest "$@" ;;
+  test)
+    ensure_env
+    # The C++ CPU kernels compile once per torch version (about 20 s); build them here rather
+    # than in whichever test's server loads a model first.
+    "$py" -c "from kernels.cpu import cpu_kernels_loaded; cpu_kernels_loaded()"
+    exec "$py" -m pytest "$@" ;;
   setup) ensure_env ;;
   *) echo "usage: scripts/dev.sh serve|test|setup [args]" >&2; exit 2 ;;
 esac
