@@ -189,8 +189,9 @@ def test_decode_with_shared_prefixes_matches_dense(backend_name, layout, dtype, 
         assert torch.allclose(out[i].float(), ref[:, 0], atol=TOLS[dtype]), i
 
 
-def _decode_rows(backend, kv, r2t, lens, rows, q, k, v, layer, invariant):
-    """One decode step over the given rows of the table (their last slot is the new token)."""
+def _decode_rows(backend, kv, r2t, lens, rows, q, k, v, layer, invariant=False, groups=()):
+    """One decode step over the given rows of the table (their last slot is the new token);
+    `groups`: the rows under a shared prefix, as the scheduler's prefix groups."""
     seq = [lens[r] for r in rows]
     fb = ForwardBatch(
         mode=ForwardMode.DECODE,
@@ -203,6 +204,7 @@ def _decode_rows(backend, kv, r2t, lens, rows, q, k, v, layer, invariant):
         kv_cache=kv,
         seq_lens_cpu=seq,
         batch_invariant=invariant,
+        prefix_groups=list(groups),
     )
     backend.init_forward_metadata(fb)
     return backend.forward(q[rows], k[rows], v[rows], layer, fb)

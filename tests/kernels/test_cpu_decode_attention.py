@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from kernels.attention import torch_native
 from kernels.attention.registry import create_backend
 from kernels.cpu import cpu_kernels_loaded
-from kernels.forward_batch import ForwardBatch, ForwardMode
 from runtime.layers.attention import PagedAttention
 from runtime.memory_pool import KVPool, ReqToTokenPool
+from tests.kernels.test_attention_backends import _decode_rows
 
 pytestmark = pytest.mark.skipif(
     not cpu_kernels_loaded(), reason="needs AVX512-BF16 and a C++ compiler"
@@ -68,24 +68,6 @@ def _backend():
     return backend, PagedAttention(0, H, HKV, D)
 
 
-def _decode(backend, kv, r2t, lens, rows, q, k, v, layer, groups=()):
-    seq = [lens[r] for r in rows]
-    fb = ForwardBatch(
-        mode=ForwardMode.DECODE,
-        input_ids=torch.zeros(len(rows), dtype=torch.int64),
-        positions=torch.tensor(seq) - 1,
-        out_cache_loc=torch.stack([r2t.req_to_token[r, n - 1] for r, n in zip(rows, seq)]),
-        req_pool_indices=torch.tensor(rows),
-        seq_lens=torch.tensor(seq),
-        req_to_token=r2t.req_to_token,
-        kv_cache=kv,
-        seq_lens_cpu=seq,
-        prefix_groups=list(groups),
-    )
-    backend.init_forward_metadata(fb)
-    return backend.forward(q[rows], k[rows], v[rows], layer, fb)
-
-
 @pytest.fixture
 def setup():
     torch.manual_seed(4)
@@ -111,7 +93,7 @@ def test_backend_decode_on_the_kernel_matches_dense_and_the_torch_path(setup, mo
     calls = []
     real = torch_native._suffix_by_kernel
     monkeypatch.setattr(torch_native, "_suffix_by_kernel", lambda *a: calls.append(1) or real(*a))
-    out = _decode(backend, kv, r2t, lens, rows, q, k, v, layer, groups)
+    out = _decode_rows(backend, kv, r2t, lens, rows, q, k, v, layer, groups=groups)
     assert calls and real(*_kernel_args(backend, kv, r2t, lens, q, layer)) is not None
     for i, n in enumerate(lens):
         slots = r2t.req_to_token[i, :n]
@@ -122,7 +104,7 @@ def test_backend_decode_on_the_kernel_matches_dense_and_the_torch_path(setup, mo
         )
         assert torch.allclose(out[i].float(), ref[:, 0], atol=2e-2), i
     monkeypatch.setattr(torch_native, "_suffix_by_kernel", lambda *a: None)
-    torch_path = _decode(backend, kv, r2t, lens, rows, q, k, v, layer, groups)
+    torch_path = _decode_rows(backend, kv, r2t, lens, rows, q, k, v, layer, groups=groups)
     assert torch.allclose(out.float(), torch_path.float(), atol=2e-2)
 
 
@@ -136,9 +118,9 @@ def test_backend_decode_on_the_kernel_is_batch_invariant(setup):
     kv, r2t, lens, q, k, v, _ = setup
     backend, layer = _backend()
     rows = list(range(len(lens)))
-    together = _decode(backend, kv, r2t, lens, rows, q, k, v, layer)
+    together = _decode_rows(backend, kv, r2t, lens, rows, q, k, v, layer)
     for r in rows:
-        alone = _decode(backend, kv, r2t, lens, [r], q, k, v, layer)
+        alone = _decode_rows(backend, kv, r2t, lens, [r], q, k, v, layer)
         assert torch.equal(together[r], alone[0]), r
 
 
