@@ -92,7 +92,7 @@ def cpu_kernels_loaded() -> bool:
     if not _cpu_has(CPU_FLAGS):
         return False
     if shutil.which(os.environ.get("CXX") or "c++") is None:
-        logger.warning("no C++ compiler: decode attention stays on torch's CPU kernels")
+        logger.warning("no C++ compiler: the CPU kernels' steps run as torch ops")
         return False
     try:
         torch.ops.load_library(_build())
