@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from kernels.attention.backend import AttentionBackend
-from kernels.cpu import cpu_kernels_loaded
+from kernels.cpu import kernels_apply
 
 
 @dataclass
@@ -187,18 +187,17 @@ def _kernel_pool(qg, layer, pool):
     """The layer's K and V buffers when the C++ kernel can read them in place, else None
     (another dtype or device, a quantized pool, a head layout it was not built for)."""
     if (
-        qg.device.type != "cpu"
-        or qg.dtype != torch.bfloat16
-        or pool.own_page_size
+        pool.own_page_size
         or qg.shape[2] not in KERNEL_GROUPS
         or qg.shape[3] not in KERNEL_HEAD_DIMS
         or pool.kv_scales(layer.layer_id) is not None
+        or not kernels_apply(qg)
     ):
         return None
     k, v = pool.get_kv(layer.layer_id)
     if k.dtype != qg.dtype or not (k.is_contiguous() and v.is_contiguous()):
         return None
-    return (k, v) if cpu_kernels_loaded() else None
+    return k, v
 
 
 def _suffix_by_kernel(qg, layer, pool, meta: _DecodeMeta):

@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCES = ("decode_attention.cpp", "norm_rotary.cpp")
+HEADERS = ("bf16.h",)
 ISA_FLAGS = ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512bf16", "-mfma")
 CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16")
 
@@ -63,7 +64,7 @@ def _build() -> str:
     """The path of the shared library, compiled unless a build of this source is cached."""
     sources = [os.path.join(HERE, name) for name in SOURCES]
     digest = hashlib.sha256(torch.__version__.encode())
-    for path in sources:
+    for path in sources + [os.path.join(HERE, name) for name in HEADERS]:
         with open(path, "rb") as f:
             digest.update(f.read())
     digest.update(" ".join(_compile_command([], "")).encode())
@@ -101,3 +102,14 @@ def cpu_kernels_loaded() -> bool:
         logger.warning("CPU kernels not built, torch's are used instead: %s", detail[-2000:])
         return False
     return True
+
+
+def kernels_apply(x: torch.Tensor) -> bool:
+    """Whether a C++ kernel may take `x`: bfloat16 on the CPU, with the kernels built, outside
+    torch.compile's graphs (which trace the torch ops instead)."""
+    return (
+        x.dtype == torch.bfloat16
+        and x.device.type == "cpu"
+        and not torch.compiler.is_compiling()
+        and cpu_kernels_loaded()
+    )

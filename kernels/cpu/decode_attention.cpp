@@ -10,6 +10,8 @@
 #include <immintrin.h>
 #include <torch/library.h>
 
+#include "bf16.h"
+
 #include <cmath>
 #include <algorithm>
 #include <cstdint>
@@ -17,7 +19,7 @@
 
 namespace {
 
-using bf16 = uint16_t;
+using namespace radixserve_cpu;
 
 // e^x for x <= 0 (scores less their maximum): 2^(x log2 e) as 2^n 2^f, with 2^f = e^(f ln 2) by
 // its Taylor series to degree 7 (|f ln 2| <= 0.35, relative error below 1e-8).
@@ -35,11 +37,6 @@ inline __m512 exp_nonpositive(__m512 x) {
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
   return _mm512_scalef_ps(p, n);
-}
-
-inline __m512 bf16_to_float(const bf16* p) {
-  const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
 }
 
 // One (request, KV head): its G queries over its n keys. `scores` holds G * stride floats.
@@ -72,7 +69,7 @@ void attend_one(const bf16* q, const bf16* k_pool, const bf16* v_pool, const int
     __m512 top = _mm512_set1_ps(-INFINITY);
     int64_t j = 0;
     for (; j + 16 <= n; j += 16) top = _mm512_max_ps(top, _mm512_loadu_ps(s + j));
-    const __mmask16 tail = (__mmask16)((1u << (n - j)) - 1);
+    const __mmask16 tail = tail_mask(n - j);
     top = _mm512_max_ps(top, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), tail, s + j));
     const float m = _mm512_reduce_max_ps(top);
     const __m512 mv = _mm512_set1_ps(m);
@@ -96,7 +93,7 @@ void attend_one(const bf16* q, const bf16* k_pool, const bf16* v_pool, const int
     if (j + 4 < n) _mm_prefetch(reinterpret_cast<const char*>(v_pool + slots[j + 4] * row_stride), _MM_HINT_T0);
     const bf16* value = v_pool + slots[j] * row_stride;
     __m512 vf[F];
-    for (int c = 0; c < F; ++c) vf[c] = bf16_to_float(value + c * 16);
+    for (int c = 0; c < F; ++c) vf[c] = load_bf16(value + c * 16);
     for (int g = 0; g < G; ++g) {
       const __m512 p = _mm512_set1_ps(scores[g * stride + j]);
       for (int c = 0; c < F; ++c) acc[g][c] = _mm512_fmadd_ps(p, vf[c], acc[g][c]);

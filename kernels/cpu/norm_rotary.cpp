@@ -7,33 +7,16 @@
 // bfloat16, then multiplies by the weight and rounds again; rotary rounds each product and the sum.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <immintrin.h>
 #include <torch/library.h>
+
+#include "bf16.h"
 
 #include <cmath>
 #include <cstdint>
 
 namespace {
 
-using bf16 = uint16_t;
-
-inline __m512 load_bf16(const bf16* p, __mmask16 m) {
-  const __m256i bits = _mm256_maskz_loadu_epi16(m, p);
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
-}
-
-inline void store_bf16(bf16* p, __m512 x, __mmask16 m) {
-  _mm256_mask_storeu_epi16(p, m, (__m256i)_mm512_cvtneps_pbh(x));
-}
-
-inline __m512 round_bf16(__m512 x) {  // to bfloat16 and back, as a bfloat16 tensor op rounds
-  const __m256i bits = (__m256i)_mm512_cvtneps_pbh(x);
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
-}
-
-inline __mmask16 tail_mask(int64_t left) {
-  return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
-}
+using namespace radixserve_cpu;
 
 // out[t] = bf16(w * bf16(x[t] / rms(x[t]))); with `residual`, x[t] += residual[t] first (in
 // bfloat16, written back to residual's buffer as the new hidden state).

@@ -8,17 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels.cpu import cpu_kernels_loaded
+from kernels.cpu import kernels_apply
 
 
 def _on_kernel(x: torch.Tensor) -> bool:
-    return (
-        x.dtype == torch.bfloat16
-        and x.device.type == "cpu"
-        and x.dim() == 2
-        and not torch.compiler.is_compiling()
-        and cpu_kernels_loaded()
-    )
+    return kernels_apply(x) and x.dim() == 2 and x.stride(-1) == 1
 
 
 class RMSNorm(nn.Module):
@@ -30,7 +24,7 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.float32:
             return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
-        if _on_kernel(x) and x.stride(-1) == 1:
+        if _on_kernel(x):
             return torch.ops.radixserve_cpu.rms_norm(x, self.weight, self.eps)
         normed = F.rms_norm(x.float(), self.weight.shape, None, self.eps)
         return self.weight * normed.to(x.dtype)
@@ -39,7 +33,7 @@ class RMSNorm(nn.Module):
         self, x: torch.Tensor, residual: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(residual + x, the norm of it): a layer's residual add and the next norm."""
-        if _on_kernel(x) and x.stride(-1) == 1 and residual.is_contiguous():
+        if _on_kernel(x) and residual.is_contiguous():
             return torch.ops.radixserve_cpu.add_rms_norm(x, residual, self.weight, self.eps)
         total = residual + x
         return total, self(total)

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from kernels.cpu import cpu_kernels_loaded
+from kernels.cpu import kernels_apply
 
 
 def rope_inv_freq(head_dim: int, theta: float, scaling: dict | None) -> tuple[torch.Tensor, float]:
@@ -70,14 +70,7 @@ class RotaryEmbedding(nn.Module):
         """q: [T, H, D], k: [T, Hkv, D]. In bfloat16 on a CPU with the C++ kernels, rotated in
         place (q and k are views of the QKV projection's output), rounded as the torch ops are."""
         cos, sin = cos_sin
-        if (
-            q.dtype == torch.bfloat16
-            and q.device.type == "cpu"
-            and _packed_heads(q)
-            and _packed_heads(k)
-            and not torch.compiler.is_compiling()
-            and cpu_kernels_loaded()
-        ):
+        if kernels_apply(q) and _packed_heads(q) and _packed_heads(k):
             torch.ops.radixserve_cpu.rotary_(q, k, cos, sin)
             return q, k
         return q * cos + cls._rotate_half(q) * sin, k * cos + cls._rotate_half(k) * sin

@@ -93,8 +93,8 @@ def _decode_logits(runner: ModelRunner, prompts: list[list[int]], steps: int) ->
 def test_compiled_decode_step_matches_eager(monkeypatch):
     # Inside the graph the norms and rotary are torch ops; the eager reference runs the same ops
     # (tests/runtime/layers checks the C++ kernels that replace them against those ops).
-    monkeypatch.setattr(rmsnorm, "cpu_kernels_loaded", lambda: False)
-    monkeypatch.setattr(rotary, "cpu_kernels_loaded", lambda: False)
+    monkeypatch.setattr(rmsnorm, "kernels_apply", lambda x: False)
+    monkeypatch.setattr(rotary, "kernels_apply", lambda x: False)
     runner = ModelRunner(
         SchedulerArgs(
             max_total_tokens=1024,
