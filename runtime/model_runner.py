@@ -68,8 +68,9 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return getattr(torch, name)
 
 
-# Decode batches of at least this many rows use a dense copy of a quantized weight: past it the
-# dense GEMM beat the weight-only kernels here (benchmarks/bench_decode_step.py).
+# On torch's weight-only kernels (no block kernel built), batches of at least this many rows use
+# a dense copy of a quantized weight: past it the dense GEMM beat them here
+# (benchmarks/bench_decode_step.py). The block kernel beats the dense GEMM at every size.
 DENSE_FROM = {"gguf": 4, "int4": 4, "int8": 4}
 
 

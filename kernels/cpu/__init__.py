@@ -3,7 +3,7 @@
 torch ships no decode attention that reads a paged pool in place on the CPU, and its flash
 kernel spends a decode batch in per-row set-up. The source is compiled once per torch version
 and cached (`RADIXSERVE_CACHE_DIR`, else `~/.cache/radixserve`); without a compiler or without
-AVX512-BF16 the callers keep their torch-op paths. `RADIXSERVE_NO_CPU_KERNELS=1` turns them off.
+AVX512-BF16 and VNNI the callers keep their torch-op paths. `RADIXSERVE_NO_CPU_KERNELS=1` turns them off.
 """
 
 from __future__ import annotations
@@ -22,10 +22,12 @@ import torch
 logger = logging.getLogger(__name__)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCES = ("decode_attention.cpp", "norm_rotary.cpp")
+SOURCES = ("decode_attention.cpp", "norm_rotary.cpp", "block_gemm.cpp")
 HEADERS = ("bf16.h",)
-ISA_FLAGS = ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512bf16", "-mfma")
-CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16")
+ISA_FLAGS = (
+    "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512bf16", "-mavx512vnni", "-mfma",
+)  # fmt: skip
+CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16", "avx512_vnni")
 
 
 def _cpu_has(flags: tuple[str, ...]) -> bool:
@@ -101,7 +103,17 @@ def cpu_kernels_loaded() -> bool:
         detail = getattr(e, "stderr", "") or str(e)
         logger.warning("CPU kernels not built, torch's are used instead: %s", detail[-2000:])
         return False
+    _register_shapes()
     return True
+
+
+def _register_shapes() -> None:
+    """The output shape of the one kernel torch.compile's graphs call (the quantized layers keep
+    no torch-op form to trace instead)."""
+
+    @torch.library.register_fake("radixserve_cpu::block_gemm")
+    def _(x: torch.Tensor, packed: torch.Tensor, n: int, bits: int) -> torch.Tensor:
+        return x.new_empty(x.shape[0], n)
 
 
 def kernels_apply(x: torch.Tensor) -> bool:

@@ -1,6 +1,7 @@
-"""Weight-only quantized linear layers for the CPU, on torch's int4 / int8 weight-pack kernels.
+"""Quantized linear layers for the CPU: our block kernel where it is built, else torch's int4 /
+int8 weight-only kernels.
 
-A decode step reads every weight once per token, so at a few rows the int4 kernel, which reads a
+With AVX512-BF16 and VNNI, `BlockLinear` serves every layer (below). Elsewhere: a decode step reads every weight once per token, so at a few rows the int4 kernel, which reads a
 quarter of bfloat16's bytes, wins. From some batch size on, the step is bound by arithmetic and
 the dense GEMM wins again; there the layer uses the model's dense weight in the activation dtype
 (`packed_linear.dense_linear`: in bfloat16 oneDNN's reordered form, which replaces the loaded
@@ -15,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from kernels.cpu.block_pack import pack_blocks
 from runtime.model_loader.gguf_quant import GroupQuantized, quantize_int8_per_channel
 
 
@@ -58,7 +60,7 @@ class _WeightOnlyLinear(nn.Module):
 
 
 class Int4Linear(_WeightOnlyLinear):
-    """Asymmetric 4-bit groups: w = (q - 8) * scale + zero, as torch's int4 CPU kernel reads."""
+    """Asymmetric 4-bit groups, read by torch's int4 CPU kernel as w = (q - 8) * scale + zero."""
 
     def __init__(
         self,
@@ -75,7 +77,9 @@ class Int4Linear(_WeightOnlyLinear):
         self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)
         # [in // group, out, 2]: the kernel's scale-and-zero layout, in the activation dtype
         self.scales_zeros = (
-            torch.stack([weight.scales.t(), weight.zeros.t()], dim=-1).to(dtype).contiguous()
+            torch.stack([weight.scales.t(), (weight.mins + 8 * weight.scales).t()], dim=-1)
+            .to(dtype)
+            .contiguous()
         )
 
     def _quantized_mm(self, x: torch.Tensor) -> torch.Tensor:
@@ -107,3 +111,21 @@ class Int8Linear(_WeightOnlyLinear):
 
     def _held(self) -> list[torch.Tensor]:
         return [self.codes, self.scales]
+
+
+class BlockLinear(_WeightOnlyLinear):
+    """4- or 8-bit blocks of 32 on our VNNI kernel (kernels/cpu/block_gemm.cpp), bfloat16 in and
+    out. It beat oneDNN's bfloat16 GEMM at every row count measured (1-256,
+    benchmarks/bench_block_gemm.py), so it keeps no dense weight; each row is computed alone,
+    so its result does not depend on the batch."""
+
+    def __init__(self, weight: GroupQuantized, bias: torch.Tensor | None) -> None:
+        super().__init__(*weight.codes.shape, bias, None, 0)
+        self.bits = weight.bits
+        self.packed = pack_blocks(*weight.unsigned(), weight.bits)
+
+    def _quantized_mm(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.radixserve_cpu.block_gemm(x, self.packed, self.out_features, self.bits)
+
+    def _held(self) -> list[torch.Tensor]:
+        return [self.packed]

@@ -1,11 +1,11 @@
 """Reads a GGUF file's quantized blocks as integer codes and per-group scales, without rounding.
 
-llama.cpp's block formats map onto the weight-only kernels' layout exactly:
-- Q4_1 (per 32 values: fp16 scale d, fp16 minimum m, 4-bit codes q): w = d*q + m
-- Q4_0 (per 32 values: fp16 scale d, 4-bit codes q): w = d*(q - 8)
-- Q8_0 (per 32 values: fp16 scale d, int8 codes q): w = d*q
-Every 4-bit format is returned as codes in [0, 15] with w = (q - 8)*scale + zero per group, the
-form torch's int4 CPU kernel takes; Q8_0 as int8 codes with one scale per group.
+llama.cpp's block formats, per 32 values:
+- Q4_1: fp16 scale d, fp16 minimum m, 4-bit codes q: w = d*q + m
+- Q4_0: fp16 scale d, 4-bit codes q: w = d*(q - 8), so m = -8d
+- Q8_0: fp16 scale d, int8 codes q: w = d*q
+Every 4-bit format is returned as codes in [0, 15] with w = q*scale + min per group, the file's
+own numbers; Q8_0 as int8 codes with one scale per group.
 """
 
 from __future__ import annotations
@@ -22,24 +22,30 @@ GROUP = 32
 class GroupQuantized:
     """A weight `[out, in]` as integer codes with one (scale, zero) per `group` inputs."""
 
-    bits: int  # 4: codes in [0, 15], w = (q - 8) * scale + zero; 8: int8 codes, w = q * scale
+    bits: int  # 4: codes in [0, 15], w = q * scale + min; 8: int8 codes, w = q * scale
     codes: torch.Tensor  # [out, in] uint8 (4 bits) or int8
     scales: torch.Tensor  # [out, in // group] float32
-    zeros: torch.Tensor | None  # [out, in // group] float32, 4 bits only
+    mins: torch.Tensor | None  # [out, in // group] float32, 4 bits only
     group: int = GROUP
 
     def dequantize(self) -> torch.Tensor:
         s = self.scales.repeat_interleave(self.group, dim=1)
         if self.bits == 8:
             return self.codes.float() * s
-        z = self.zeros.repeat_interleave(self.group, dim=1)
-        return (self.codes.float() - 8) * s + z
+        return self.codes.float() * s + self.mins.repeat_interleave(self.group, dim=1)
+
+    def unsigned(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(codes as uint8, scales, mins) with w = code*scale + min in both widths: int8 codes
+        shift by 128 (min = -128*scale, exact in any binary float)."""
+        if self.bits == 4:
+            return self.codes, self.scales, self.mins
+        return (self.codes.to(torch.int16) + 128).to(torch.uint8), self.scales, -128 * self.scales
 
     def take_rows(self, index: np.ndarray) -> GroupQuantized:
         """The same weight with its output rows reordered (the rotary unpermute of Q and K)."""
         idx = torch.from_numpy(index)
-        zeros = None if self.zeros is None else self.zeros[idx]
-        return GroupQuantized(self.bits, self.codes[idx], self.scales[idx], zeros, self.group)
+        mins = None if self.mins is None else self.mins[idx]
+        return GroupQuantized(self.bits, self.codes[idx], self.scales[idx], mins, self.group)
 
 
 def _blocks(data: np.ndarray, rows: int, block_bytes: int) -> np.ndarray:
@@ -59,12 +65,11 @@ def read_group_quantized(kind: str, data: np.ndarray, shape: tuple[int, int]) ->
         d = b[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float32)
         m = b[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float32)
         codes = _nibbles(b[..., 4:20])
-        zeros = m + 8 * d  # (q - 8)*d + zero = d*q + m
     elif kind == "Q4_0":
         b = _blocks(data, rows, 18)
         d = b[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float32)
         codes = _nibbles(b[..., 2:18])
-        zeros = np.zeros_like(d)
+        m = -8 * d
     elif kind == "Q8_0":
         b = _blocks(data, rows, 34)
         d = b[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float32)
@@ -78,7 +83,7 @@ def read_group_quantized(kind: str, data: np.ndarray, shape: tuple[int, int]) ->
         4,
         torch.from_numpy(np.ascontiguousarray(codes).reshape(rows, cols)),
         torch.from_numpy(d),
-        torch.from_numpy(zeros),
+        torch.from_numpy(m),
     )
 
 
@@ -89,7 +94,16 @@ def quantize_int4(w: torch.Tensor, group: int = GROUP) -> GroupQuantized:
     lo, hi = g.amin(-1), g.amax(-1)
     scale = ((hi - lo) / 15).clamp(min=1e-10)
     q = ((g - lo[..., None]) / scale[..., None]).round().clamp(0, 15)
-    return GroupQuantized(4, q.to(torch.uint8).reshape(out, inp), scale, lo + 8 * scale, group)
+    return GroupQuantized(4, q.to(torch.uint8).reshape(out, inp), scale, lo, group)
+
+
+def quantize_int8_blocks(w: torch.Tensor, group: int = GROUP) -> GroupQuantized:
+    """Symmetric int8 per group of 32 inputs (Q8_0's form), for dense weights."""
+    out, inp = w.shape
+    g = w.float().reshape(out, inp // group, group)
+    scale = (g.abs().amax(-1) / 127).clamp(min=1e-10)
+    q = (g / scale[..., None]).round().clamp(-127, 127).to(torch.int8)
+    return GroupQuantized(8, q.reshape(out, inp), scale, None, group)
 
 
 def quantize_int8_per_channel(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,10 +1,15 @@
-"""Swaps a loaded model's linear layers for weight-only quantized ones (`--quantization`).
+"""Swaps a loaded model's linear layers for quantized ones (`--quantization`).
 
 `auto` keeps what a GGUF file quantized in the file's own numbers: its 4-bit tensors become
-int4 layers with the file's scales and minimums, group for group. The token embedding (Q8_0 in
+4-bit layers with the file's scales and minimums, group for group. The token embedding (Q8_0 in
 the default model) stays a dense table for lookups; its use as the tied output projection is the
-largest single matmul of a small model, so it becomes an int8 layer with one scale per row.
-`int4` / `int8` quantize dense weights at load, whatever the checkpoint.
+largest single matmul of a small model, so it is kept quantized too: the file's own Q8_0 blocks
+on the block kernel, else int8 with one scale per row on torch's. `int4` / `int8` quantize dense
+weights at load, whatever the checkpoint.
+
+In bfloat16 on a CPU with our kernels built, every layer runs on the block kernel
+(`BlockLinear`) and no dense weight is kept; otherwise on torch's weight-only kernels, with the
+dense weight for batches past `dense_from` rows.
 """
 
 from __future__ import annotations
@@ -16,12 +21,14 @@ from collections import defaultdict
 import torch
 from torch import nn
 
+from kernels.cpu import cpu_kernels_loaded
 from runtime.layers.packed_linear import dense_linear
-from runtime.layers.quantized_linear import Int4Linear, Int8Linear
+from runtime.layers.quantized_linear import BlockLinear, Int4Linear, Int8Linear
 from runtime.model_loader.gguf_quant import (
     GROUP,
     GroupQuantized,
     quantize_int4,
+    quantize_int8_blocks,
     read_group_quantized,
 )
 
@@ -39,7 +46,8 @@ def resolve_quantization(name: str, device: torch.device, gguf_path: str | None)
     return name
 
 
-QUANTIZED_FILE = os.path.join("gguf-blocks", "blocks.safetensors")  # not a checkpoint shard
+# not a checkpoint shard; v2 stores 4-bit minimums (w = q*scale + min) as the file does
+QUANTIZED_FILE = os.path.join("gguf-blocks", "blocks-v2.safetensors")
 
 
 def gguf_quantized_weights(path: str, cache_folder: str) -> dict[str, GroupQuantized]:
@@ -56,8 +64,8 @@ def gguf_quantized_weights(path: str, cache_folder: str) -> dict[str, GroupQuant
     flat = {}
     for name, q in out.items():
         flat[f"{name}.codes"], flat[f"{name}.scales"] = q.codes, q.scales
-        if q.zeros is not None:
-            flat[f"{name}.zeros"] = q.zeros
+        if q.mins is not None:
+            flat[f"{name}.mins"] = q.mins
     os.makedirs(os.path.dirname(cached), exist_ok=True)
     save_file(flat, cached + ".tmp")
     os.replace(cached + ".tmp", cached)
@@ -75,7 +83,7 @@ def _load_blocks(cached: str) -> dict[str, GroupQuantized]:
             codes = flat[key]
             bits = 8 if codes.dtype == torch.int8 else 4
             out[name] = GroupQuantized(
-                bits, codes, flat[f"{name}.scales"], flat.get(f"{name}.zeros")
+                bits, codes, flat[f"{name}.scales"], flat.get(f"{name}.mins")
             )
     return out
 
@@ -110,7 +118,7 @@ def _stack(parts: list[tuple[int, GroupQuantized]]) -> GroupQuantized:
         4,
         torch.cat([q.codes for q in parts]),
         torch.cat([q.scales for q in parts]),
-        torch.cat([q.zeros for q in parts]),
+        torch.cat([q.mins for q in parts]),
         parts[0].group,
     )
 
@@ -129,6 +137,11 @@ def _bias(linear: nn.Linear) -> torch.Tensor | None:
     return None if linear.bias is None else linear.bias.data
 
 
+def block_kernel_applies(dtype: torch.dtype) -> bool:
+    """Whether the quantized layers run on our block kernel (bfloat16, kernels built)."""
+    return dtype == torch.bfloat16 and cpu_kernels_loaded()
+
+
 def quantize_model(
     model: nn.Module,
     mode: str,
@@ -139,50 +152,57 @@ def quantize_model(
     reorder: bool = True,
 ) -> int:
     """Applies `mode` (gguf, int4, int8) in place; returns the bytes the quantized layers hold.
-    Batches of `dense_from` rows or more use the dense weights (reordered for oneDNN unless
-    `reorder` is False); None drops them."""
+    On torch's kernels, batches of `dense_from` rows or more use the dense weights (reordered for
+    oneDNN unless `reorder` is False); None drops them."""
+    blocks = block_kernel_applies(dtype)
 
-    def dense(w: torch.Tensor, bias: torch.Tensor | None) -> dict:
-        if dense_from is None:
-            return {}
-        return {"dense": dense_linear(w, bias, reorder), "dense_from": dense_from}
+    def layer(q: GroupQuantized | None, w: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
+        """The layer for weight `w`, from its quantized form `q` when there is one."""
+        if blocks:
+            return BlockLinear(q if q is not None else quantize_int8_blocks(w), bias)
+        dense = {} if dense_from is None else {
+            "dense": dense_linear(w, bias, reorder), "dense_from": dense_from
+        }  # fmt: skip
+        if q is not None and q.bits == 4:
+            return Int4Linear(q, bias, dtype, **dense)
+        return Int8Linear(w, bias, dtype, **dense)
 
     held = 0
     linears = _linears(model)
+    file_blocks = gguf_quantized_weights(gguf_path, cache_folder) if mode == "gguf" else {}
     if mode == "gguf":
         parts: dict[str, list] = defaultdict(list)
         coverage: dict[str, int] = defaultdict(int)
-        for name, q in gguf_quantized_weights(gguf_path, cache_folder).items():
+        for name, q in file_blocks.items():
             target = model.checkpoint_target(name)
             if target is None or target[0] not in linears or q.bits != 4:
                 continue
             pname, rows = target
             parts[pname].append((0 if rows is None else rows.start, q))
             coverage[pname] += q.codes.shape[0]
-        for pname, (parent, attr, linear) in linears.items():
-            if coverage.get(pname) != linear.out_features:
-                continue  # some rows are not 4-bit in the file: the layer stays dense
-            layer = Int4Linear(
-                _stack(parts[pname]),
-                _bias(linear),
-                dtype,
-                **dense(linear.weight.data, _bias(linear)),
-            )
-            setattr(parent, attr, layer)
-            held += layer.weight_bytes()
+        chosen = {p: _stack(parts[p]) for p, (_, _, lin) in linears.items()
+                  if coverage.get(p) == lin.out_features}  # fmt: skip
+        # a layer with some rows not 4-bit in the file stays dense
     else:
-        for parent, attr, linear in linears.values():
-            w, bias = linear.weight.data, _bias(linear)
-            if mode == "int4" and w.shape[1] % GROUP:
-                continue  # inputs that do not split into groups of 32 stay dense
-            if mode == "int4":
-                layer = Int4Linear(quantize_int4(w), bias, dtype, **dense(w, bias))
-            else:
-                layer = Int8Linear(w, bias, dtype, **dense(w, bias))
-            setattr(parent, attr, layer)
-            held += layer.weight_bytes()
+        chosen = {
+            p: quantize_int4(lin.weight.data) if mode == "int4" else None
+            for p, (_, _, lin) in linears.items()
+            if mode == "int8" or lin.in_features % GROUP == 0
+        }  # int4: inputs that do not split into groups of 32 stay dense
+    for pname, q in chosen.items():
+        parent, attr, linear = linears[pname]
+        new = layer(q, linear.weight.data, _bias(linear))
+        setattr(parent, attr, new)
+        held += new.weight_bytes()
+    head_name = "model.embed_tokens.weight" if model.tied else "lm_head.weight"
+    head_q = file_blocks.get(head_name)
     head = model.lm_head_weight.data
-    model.logits_proj = Int8Linear(head, None, dtype, **dense(head, None))
+    model.logits_proj = layer(
+        head_q if head_q is not None and head_q.bits == 8 else None, head, None
+    )
     held += model.logits_proj.weight_bytes()
-    logger.info("weights quantized (%s): quantized layers hold %.0f MiB", mode, held / 2**20)
+    logger.info(
+        "weights quantized (%s, %s kernel): quantized layers hold %.0f MiB",
+        mode, "block" if blocks else "torch", held / 2**20,
+    )  # fmt: skip
     return held

@@ -9,6 +9,7 @@ from gguf.quants import dequantize, quantize
 from runtime.model_loader.gguf_loader import _unpermute_rope, unpermute_index
 from runtime.model_loader.gguf_quant import (
     quantize_int4,
+    quantize_int8_blocks,
     quantize_int8_per_channel,
     read_group_quantized,
 )
@@ -53,3 +54,26 @@ def test_int8_per_channel_error_is_within_half_a_step():
     codes, scale = quantize_int8_per_channel(w)
     assert codes.dtype == torch.int8
     assert ((codes.float() * scale[:, None] - w).abs() <= scale[:, None] / 2 + 1e-6).all()
+
+
+@pytest.mark.parametrize("kind", [T.Q4_0, T.Q4_1, T.Q8_0])
+def test_unsigned_codes_keep_the_file_numbers(kind):
+    """The block kernel's form (w = code*scale + min, codes unsigned) is the same weight."""
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((16, 64)).astype(np.float32)
+    q = read_group_quantized(kind.name, quantize(w, kind), w.shape)
+    codes, scales, mins = q.unsigned()
+    assert codes.dtype == torch.uint8
+    per_input = lambda t: t.repeat_interleave(32, 1)  # noqa: E731
+    rebuilt = codes.float() * per_input(scales) + per_input(mins)
+    np.testing.assert_array_equal(rebuilt.numpy(), q.dequantize().numpy())
+    # scales and minimums are float16 in the file: the kernel's float16 copy loses nothing
+    assert torch.equal(scales.half().float(), scales) and torch.equal(mins.half().float(), mins)
+
+
+def test_int8_blocks_error_is_within_half_a_step():
+    w = torch.randn(8, 96) * torch.linspace(0.01, 5, 96)
+    q = quantize_int8_blocks(w)
+    assert q.bits == 8 and q.codes.dtype == torch.int8 and q.scales.shape == (8, 3)
+    step = q.scales.repeat_interleave(32, dim=1)
+    assert ((q.dequantize() - w).abs() <= step / 2 + 1e-6).all()

@@ -1,12 +1,23 @@
 """The weight-only layers compute what a dense layer over their dequantized weights computes."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from gguf import GGMLQuantizationType as T
+from gguf.quants import quantize
 
+from kernels.cpu import cpu_kernels_loaded
 from runtime.layers.packed_linear import dense_linear
-from runtime.layers.quantized_linear import Int4Linear, Int8Linear
-from runtime.model_loader.gguf_quant import quantize_int4, quantize_int8_per_channel
+from runtime.layers.quantized_linear import BlockLinear, Int4Linear, Int8Linear
+from runtime.model_loader.gguf_quant import (
+    quantize_int4,
+    quantize_int8_per_channel,
+    read_group_quantized,
+)
+from tests.kernels.test_cpu_block_gemm import quantized_rows
+
+needs_kernels = pytest.mark.skipif(not cpu_kernels_loaded(), reason="needs the CPU kernels")
 
 
 @pytest.mark.parametrize("rows", [1, 3, 16])
@@ -63,3 +74,29 @@ def test_leading_dimensions_are_kept():
 def test_no_rows_give_no_rows(make):
     """A prefill whose request keeps no logits (max_new_tokens 0) projects zero rows."""
     assert make(torch.randn(16, 32))(torch.randn(0, 32)).shape == (0, 16)
+
+
+@needs_kernels
+@pytest.mark.parametrize("kind", [T.Q4_1, T.Q4_0, T.Q8_0])
+def test_block_layer_multiplies_the_file_blocks(kind):
+    """A GGUF tensor on the block kernel: the file's weight times the int8-rounded activations."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((40, 128)).astype(np.float32)
+    q = read_group_quantized(kind.name, quantize(w, kind), w.shape)
+    bias = torch.randn(40).bfloat16()
+    layer = BlockLinear(q, bias)
+    x = torch.randn(2, 3, 128).bfloat16()
+    out = layer(x)
+    assert out.shape == (2, 3, 40) and out.dtype == torch.bfloat16
+    ref = quantized_rows(x.reshape(6, 128)) @ q.dequantize().t()
+    got = (out.float().reshape(6, 40) - bias.float()).float()
+    assert (got - ref).abs().max() < 0.02 * ref.abs().max()
+    # 3 tiles of 16 rows (the last padded) x 4 blocks, each codes plus float16 scales and mins
+    assert layer.weight_bytes() == 3 * 4 * (q.bits * 64 + 64)
+
+
+@needs_kernels
+def test_block_layer_keeps_no_dense_weight():
+    layer = BlockLinear(quantize_int4(torch.randn(32, 64)), None)
+    assert layer.dense is None
+    assert layer(torch.randn(0, 64).bfloat16()).shape == (0, 32)
