@@ -52,7 +52,8 @@ def _compile_command(sources: list[str], out: str) -> list[str]:
     torch_dir = os.path.dirname(torch.__file__)
     abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
     return [
-        os.environ.get("CXX") or "c++", "-shared", "-fPIC", "-O3", "-std=c++17", *ISA_FLAGS,
+        os.environ.get("CXX") or "c++", "-shared", "-fPIC", "-O3", "-std=c++17", "-fopenmp",
+        *ISA_FLAGS,
         f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
         "-isystem", os.path.join(torch_dir, "include"),
         "-isystem", os.path.join(torch_dir, "include", "torch", "csrc", "api", "include"),

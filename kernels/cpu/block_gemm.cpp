@@ -28,7 +28,7 @@ namespace {
 
 using namespace radixserve_cpu;
 
-constexpr int64_t kBlock = 32, kTile = 16, kChunk = 8;
+constexpr int64_t kBlock = 32, kTile = 16, kChunk = 8, kRowSlice = 128;
 
 // x [M, K] bfloat16 -> v int8 [M, K], per block: scale e and e*sum(v).
 void quantize_rows(const bf16* x, int64_t x_stride, int64_t rows, int64_t k, int8_t* v, float* e,
@@ -137,16 +137,22 @@ at::Tensor block_gemm(const at::Tensor& x, const at::Tensor& packed, int64_t n, 
   bf16* o = reinterpret_cast<bf16*>(out.data_ptr<at::BFloat16>());
   const int8_t* vp = v.data_ptr<int8_t>();
   const float *ep = e.data_ptr<float>(), *esp = es.data_ptr<float>();
-  at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const __mmask16 cols = tail_mask(n - t * kTile);
-      const uint8_t* tile = w + t * nb * block_bytes;
-      if (bits == 4)
-        tile_rows<4>(tile, nb, vp, ep, esp, k, rows, o + t * kTile, n, cols);
-      else
-        tile_rows<8>(tile, nb, vp, ep, esp, k, rows, o + t * kTile, n, cols);
-    }
-  });
+  // A prefill's rows in slices whose int8 activations stay in the core's cache while every tile
+  // of the weight passes over them (all rows at once would stream them from memory per tile).
+  for (int64_t r0 = 0; r0 < rows; r0 += kRowSlice) {
+    const int64_t slice = std::min(kRowSlice, rows - r0);
+    at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        const __mmask16 cols = tail_mask(n - t * kTile);
+        const uint8_t* tile = w + t * nb * block_bytes;
+        bf16* dst = o + r0 * n + t * kTile;
+        if (bits == 4)
+          tile_rows<4>(tile, nb, vp + r0 * k, ep + r0 * nb, esp + r0 * nb, k, slice, dst, n, cols);
+        else
+          tile_rows<8>(tile, nb, vp + r0 * k, ep + r0 * nb, esp + r0 * nb, k, slice, dst, n, cols);
+      }
+    });
+  }
   return out;
 }
 

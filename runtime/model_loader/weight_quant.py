@@ -158,7 +158,7 @@ def quantize_model(
 
     def layer(q: GroupQuantized | None, w: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
         """The layer for weight `w`, from its quantized form `q` when there is one."""
-        if blocks:
+        if blocks and w.shape[1] % GROUP == 0:
             return BlockLinear(q if q is not None else quantize_int8_blocks(w), bias)
         dense = {} if dense_from is None else {
             "dense": dense_linear(w, bias, reorder), "dense_from": dense_from
@@ -195,11 +195,8 @@ def quantize_model(
         setattr(parent, attr, new)
         held += new.weight_bytes()
     head_name = "model.embed_tokens.weight" if model.tied else "lm_head.weight"
-    head_q = file_blocks.get(head_name)
-    head = model.lm_head_weight.data
-    model.logits_proj = layer(
-        head_q if head_q is not None and head_q.bits == 8 else None, head, None
-    )
+    head = model.lm_head_weight.data  # the file's blocks (Q8_0 here) on the block kernel
+    model.logits_proj = layer(file_blocks.get(head_name) if blocks else None, head, None)
     held += model.logits_proj.weight_bytes()
     logger.info(
         "weights quantized (%s, %s kernel): quantized layers hold %.0f MiB",

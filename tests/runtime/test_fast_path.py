@@ -6,10 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from torch import nn
+
+from kernels.cpu import cpu_kernels_loaded
 from kernels.forward_batch import ForwardMode
 from runtime import Engine
 from runtime.batch_builder import BatchBuilder
 from runtime.layers import rmsnorm, rotary
+from runtime.layers.quantized_linear import BlockLinear
 from runtime.model_loader import weight_quant
 from runtime.model_loader.loader import load_tokenizer
 from runtime.model_runner import ModelRunner, cpu_has_native_bf16
@@ -54,6 +58,23 @@ def test_deterministic_inference_gives_the_same_tokens_alone_batched_and_cached(
         batched = [r["output_ids"] for r in eng.generate(input_ids=prompts, sampling_params=params)]
     assert warm == cold
     assert batched == cold
+
+
+@pytest.mark.skipif(
+    not (cpu_kernels_loaded() and cpu_has_native_bf16()), reason="needs the CPU kernels"
+)
+def test_default_model_runs_every_projection_on_the_block_kernel():
+    """The file's Q4_1 blocks for the decoder and its Q8_0 embedding for the tied output
+    projection, with no dense weight kept beside them."""
+    runner = ModelRunner(SchedulerArgs(max_total_tokens=256, log_level="warning"))
+    layers = runner.config.num_layers
+    blocks = [m for m in runner.model.model.modules() if isinstance(m, BlockLinear)]
+    assert len(blocks) == 4 * layers  # qkv, o, gate_up, down
+    assert all(b.bits == 4 and b.dense is None for b in blocks)
+    assert not any(isinstance(m, nn.Linear) for m in runner.model.model.modules())
+    head = runner.model.logits_proj
+    assert isinstance(head, BlockLinear) and head.bits == 8
+    assert head.out_features == runner.config.vocab_size
 
 
 def _decode_logits(runner: ModelRunner, prompts: list[list[int]], steps: int) -> list:
