@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from torch import nn
 
 from kernels.cpu import cpu_kernels_loaded
