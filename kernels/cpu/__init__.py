@@ -1,10 +1,10 @@
 """C++ kernels for the CPU, built with the machine's C++ compiler on first use.
 
-torch ships no decode attention that reads a paged pool in place on the CPU, and its flash
-kernel spends a decode batch in per-row set-up. The source is compiled once per torch version
-and cached (`RADIXSERVE_CACHE_DIR`, else `~/.cache/radixserve`); without a compiler or without
-AVX512-BF16 and VNNI the callers keep their torch-op paths. `RADIXSERVE_NO_CPU_KERNELS=1` turns them off.
-"""
+torch ships no decode attention that reads a paged pool in place on the CPU, no GEMM that
+multiplies 4-bit blocks without widening them, and its flash kernel spends a decode batch in
+per-row set-up. The sources are compiled once per torch version and cached
+(`RADIXSERVE_CACHE_DIR`, else `~/.cache/radixserve`); without a compiler or without AVX512-BF16
+and VNNI the callers keep their torch-op paths. `RADIXSERVE_NO_CPU_KERNELS=1` turns them off."""
 
 from __future__ import annotations
 

@@ -82,12 +82,14 @@ void tile_chunk(const uint8_t* tile, int64_t nb, const int8_t* v, const float* e
     const uint8_t* p = tile + b * block_bytes;
     __m512i u[8];
     unpack<Bits>(p, u);
-    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + code_bytes)));
-    const __m512 m = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + code_bytes + 32)));
+    const auto* halves = reinterpret_cast<const __m256i*>(p + code_bytes);
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(halves));
+    const __m512 m = _mm512_cvtph_ps(_mm256_loadu_si256(halves + 1));
     for (int r = 0; r < R; ++r) {
       const int32_t* vb = reinterpret_cast<const int32_t*>(v + r * k + b * kBlock);
       __m512i dot = _mm512_setzero_si512();
-      for (int g = 0; g < 8; ++g) dot = _mm512_dpbusd_epi32(dot, u[g], _mm512_set1_epi32(vb[g]));
+      for (int g = 0; g < 8; ++g)
+        dot = _mm512_dpbusd_epi32(dot, u[g], _mm512_set1_epi32(vb[g]));
       const __m512 scaled = _mm512_mul_ps(d, _mm512_set1_ps(e[r * nb + b]));
       acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scaled, acc[r]);
       acc[r] = _mm512_fmadd_ps(m, _mm512_set1_ps(es[r * nb + b]), acc[r]);
@@ -124,8 +126,9 @@ at::Tensor block_gemm(const at::Tensor& x, const at::Tensor& packed, int64_t n, 
   const int64_t tiles = (n + kTile - 1) / kTile, block_bytes = bits * 64 + 64;
   TORCH_CHECK(k % kBlock == 0, "block_gemm: K must be a multiple of 32, got ", k);
   TORCH_CHECK(packed.numel() == tiles * nb * block_bytes,
-              "block_gemm: packed holds ", packed.numel(), " bytes, not ", tiles * nb * block_bytes,
-              " for ", n, " outputs of ", k, " inputs at ", bits, " bits");
+              "block_gemm: packed holds ", packed.numel(), " bytes, not ",
+              tiles * nb * block_bytes, " for ", n, " outputs of ", k, " inputs at ", bits,
+              " bits");
   auto out = at::empty({rows, n}, x.options());
   if (rows == 0 || n == 0) return out;
   auto v = at::empty({rows, k}, x.options().dtype(at::kChar));
