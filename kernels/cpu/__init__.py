@@ -22,8 +22,8 @@ import torch
 logger = logging.getLogger(__name__)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCES = ("decode_attention.cpp", "norm_rotary.cpp", "block_gemm.cpp")
-HEADERS = ("bf16.h",)
+SOURCES = ("decode_attention.cpp", "norm_rotary.cpp", "block_gemm.cpp", "silu_mul.cpp")
+HEADERS = ("bf16.h", "vec_math.h")
 ISA_FLAGS = (
     "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512bf16", "-mavx512vnni", "-mfma",
 )  # fmt: skip

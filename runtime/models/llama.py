@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kernels.forward_batch import ForwardBatch
+from runtime.layers.activation import silu_and_mul
 from runtime.layers.attention import PagedAttention
 from runtime.layers.rmsnorm import RMSNorm
 from runtime.layers.rotary import RotaryEmbedding
@@ -54,8 +55,7 @@ class LlamaMLP(nn.Module):
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+        return self.down_proj(silu_and_mul(self.gate_up_proj(x)))
 
 
 class LlamaDecoderLayer(nn.Module):

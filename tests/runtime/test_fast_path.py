@@ -11,7 +11,7 @@ from kernels.cpu import cpu_kernels_loaded
 from kernels.forward_batch import ForwardMode
 from runtime import Engine
 from runtime.batch_builder import BatchBuilder
-from runtime.layers import rmsnorm, rotary
+from runtime.layers import activation, rmsnorm, rotary
 from runtime.layers.quantized_linear import BlockLinear
 from runtime.model_loader import weight_quant
 from runtime.model_loader.loader import load_tokenizer
@@ -112,13 +112,14 @@ def _decode_logits(runner: ModelRunner, prompts: list[list[int]], steps: int) ->
 
 @pytest.mark.slow
 def test_compiled_decode_step_matches_eager(monkeypatch):
-    # Inside the graph the norms and rotary are torch ops; the eager reference runs the same ops
-    # (tests/runtime/layers checks the C++ kernels that replace them against those ops). The
-    # quantized layers are torch's: the block kernel quantizes activations to int8, which turns
-    # the graph's other rounding order into code changes that grow over 30 layers (its own
-    # graph call is checked in tests/runtime/test_quantized_linear.py).
+    # Inside the graph the norms, rotary and SiLU are torch ops; the eager reference runs the
+    # same ops (tests/runtime/layers checks the C++ kernels that replace them against those ops).
+    # The quantized layers are torch's: the block kernel quantizes activations to int8, which
+    # turns the graph's other rounding order into code changes that grow over 30 layers (its own
+    # graph call is checked in tests/kernels/test_cpu_block_gemm.py).
     monkeypatch.setattr(rmsnorm, "kernels_apply", lambda x: False)
     monkeypatch.setattr(rotary, "kernels_apply", lambda x: False)
+    monkeypatch.setattr(activation, "kernels_apply", lambda x: False)
     monkeypatch.setattr(weight_quant, "block_kernel_applies", lambda dtype: False)
     runner = ModelRunner(
         SchedulerArgs(
