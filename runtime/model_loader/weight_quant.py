@@ -1,15 +1,15 @@
 """Swaps a loaded model's linear layers for quantized ones (`--quantization`).
 
 `auto` keeps what a GGUF file quantized in the file's own numbers: its 4-bit tensors become
-4-bit layers with the file's scales and minimums, group for group. The token embedding (Q8_0 in
-the default model) stays a dense table for lookups; its use as the tied output projection is the
-largest single matmul of a small model, so it is kept quantized too: the file's own Q8_0 blocks
-on the block kernel, else int8 with one scale per row on torch's. `int4` / `int8` quantize dense
-weights at load, whatever the checkpoint.
+4-bit layers with the file's scales and minimums, group for group. `int4` / `int8` quantize
+dense weights at load, whatever the checkpoint.
 
-In bfloat16 on a CPU with our kernels built, every layer runs on the block kernel
+In bfloat16 on a CPU with our kernels built, every decoder layer runs on the block kernel
 (`BlockLinear`) and no dense weight is kept; otherwise on torch's weight-only kernels, with the
-dense weight for batches past `dense_from` rows.
+dense weight for batches past `dense_from` rows. The output projection (the tied embedding, Q8_0
+in the default model) is the largest single matmul of a small model: int8 with one scale per
+row on torch's kernels, and bfloat16 on oneDNN beside the block kernel, whose int8 activations
+are too coarse for the logits.
 """
 
 from __future__ import annotations
@@ -194,10 +194,16 @@ def quantize_model(
         new = layer(q, linear.weight.data, _bias(linear))
         setattr(parent, attr, new)
         held += new.weight_bytes()
-    head_name = "model.embed_tokens.weight" if model.tied else "lm_head.weight"
-    head = model.lm_head_weight.data  # the file's blocks (Q8_0 here) on the block kernel
-    model.logits_proj = layer(file_blocks.get(head_name) if blocks else None, head, None)
-    held += model.logits_proj.weight_bytes()
+    head = model.lm_head_weight.data
+    if blocks:
+        # A greedy token is decided by the gaps between logits, and the block kernel's int8
+        # activations closed enough of them to change the default model's answers; the head
+        # keeps bfloat16 activations on oneDNN.
+        model.logits_proj = dense_linear(head, None, reorder)
+        held += head.numel() * head.element_size()
+    else:
+        model.logits_proj = layer(None, head, None)
+        held += model.logits_proj.weight_bytes()
     logger.info(
         "weights quantized (%s, %s kernel): quantized layers hold %.0f MiB",
         mode, "block" if blocks else "torch", held / 2**20,

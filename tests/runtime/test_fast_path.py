@@ -12,6 +12,7 @@ from kernels.forward_batch import ForwardMode
 from runtime import Engine
 from runtime.batch_builder import BatchBuilder
 from runtime.layers import activation, rmsnorm, rotary
+from runtime.layers.packed_linear import OneDNNLinear
 from runtime.layers.quantized_linear import BlockLinear
 from runtime.model_loader import weight_quant
 from runtime.model_loader.loader import load_tokenizer
@@ -63,8 +64,8 @@ def test_deterministic_inference_gives_the_same_tokens_alone_batched_and_cached(
     not (cpu_kernels_loaded() and cpu_has_native_bf16()), reason="needs the CPU kernels"
 )
 def test_default_model_runs_every_projection_on_the_block_kernel():
-    """The file's Q4_1 blocks for the decoder and its Q8_0 embedding for the tied output
-    projection, with no dense weight kept beside them."""
+    """The file's Q4_1 blocks for the decoder, with no dense weight kept beside them; the tied
+    output projection in bfloat16 on oneDNN."""
     runner = ModelRunner(SchedulerArgs(max_total_tokens=256, log_level="warning"))
     layers = runner.config.num_layers
     blocks = [m for m in runner.model.model.modules() if isinstance(m, BlockLinear)]
@@ -72,7 +73,7 @@ def test_default_model_runs_every_projection_on_the_block_kernel():
     assert all(b.bits == 4 and b.dense is None for b in blocks)
     assert not any(isinstance(m, nn.Linear) for m in runner.model.model.modules())
     head = runner.model.logits_proj
-    assert isinstance(head, BlockLinear) and head.bits == 8
+    assert isinstance(head, OneDNNLinear) and head.in_features == runner.config.hidden_size
     assert head.out_features == runner.config.vocab_size
 
 
