@@ -15,9 +15,7 @@ def test_beside_the_block_kernel_the_head_keeps_bfloat16_activations(monkeypatch
     """The decoder's Q4_1 blocks go to the block kernel; the output projection stays a bfloat16
     GEMM, since the kernel's int8 activations changed the default model's greedy answers."""
     monkeypatch.setattr(weight_quant, "block_kernel_applies", lambda dtype: True)
-    runner = ModelRunner(
-        SchedulerArgs(dtype="bfloat16", max_total_tokens=256, log_level="warning")
-    )
+    runner = ModelRunner(SchedulerArgs(dtype="bfloat16", max_total_tokens=256, log_level="warning"))
     blocks = [m for m in runner.model.model.modules() if isinstance(m, BlockLinear)]
     assert len(blocks) == 4 * runner.config.num_layers and all(b.bits == 4 for b in blocks)
     head = runner.model.logits_proj
