@@ -1,10 +1,12 @@
-"""The decoder's GEMMs on the CPU: 4-bit blocks on our VNNI kernel against the dense and
+"""The decoder's GEMMs on the CPU: 4-bit blocks on our kernels against the dense and
 weight-only kernels torch offers, at decode and prefill row counts.
 
 The weights are the shapes of the default model (SmolLM2-135M: 30 layers of qkv 960x576, o
 576x576, gate_up 3072x576, down 576x1536) with random codes, all layers in turn, so each layer's
 weights come from memory as in a real step, not from cache. Prints milliseconds per pass over
-all layers, interleaved over repeats.
+all layers, interleaved over repeats (`fine`: the block kernel with activations in two int8
+parts; `dequant`: float32 only, the blocks dequantized for the call, then the dense GEMM). `--dtype bfloat16` runs the VNNI kernel against oneDNN
+(AVX512-BF16 CPUs); `--dtype float32` the AVX2 kernel against the float32 GEMM.
 
     .venv/bin/python benchmarks/bench_block_gemm.py --rows 1 4 8 16 32 64 256 --threads 1
 """
@@ -16,15 +18,15 @@ import time
 
 import torch
 
-from kernels.cpu import cpu_kernels_loaded
+from kernels.cpu import avx2_gemm_loaded, cpu_kernels_loaded
 from kernels.cpu.block_pack import pack_blocks
-from runtime.layers.packed_linear import OneDNNLinear
+from runtime.layers.packed_linear import dense_linear
 
 SHAPES = ((960, 576), (576, 576), (3072, 576), (576, 1536))
 LAYERS = 30
 
 
-def make_layers(seed: int) -> list[dict]:
+def make_layers(seed: int, dtype: torch.dtype) -> list[dict]:
     g = torch.Generator().manual_seed(seed)
     layers = []
     for _ in range(LAYERS):
@@ -32,31 +34,41 @@ def make_layers(seed: int) -> list[dict]:
             codes = torch.randint(0, 16, (n, k), dtype=torch.uint8, generator=g)
             d = torch.rand(n, k // 32, generator=g) * 0.01
             m = -8 * d
-            w = (codes.float() * d.repeat_interleave(32, 1) + m.repeat_interleave(32, 1)).bfloat16()
+            w = (codes.float() * d.repeat_interleave(32, 1) + m.repeat_interleave(32, 1)).to(dtype)
             zeros = m + 8 * d
             int4 = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32), 1)
-            sz = torch.stack([d.t(), zeros.t()], dim=-1).bfloat16().contiguous()
+            sz = torch.stack([d.t(), zeros.t()], dim=-1).to(dtype).contiguous()
             layers.append(
                 {
                     "n": n,
                     "k": k,
                     "blocks": pack_blocks(codes, d, m, 4),
-                    "onednn": OneDNNLinear(w, None),
+                    "dense": dense_linear(w, None),
                     "int4": (int4, sz),
                 }
             )
     return layers
 
 
-def run(kind: str, layers: list[dict], rows: int) -> float:
-    xs = {k: torch.randn(rows, k).bfloat16() for k in (576, 1536)}
+def run(kind: str, layers: list[dict], rows: int, dtype: torch.dtype) -> float:
+    xs = {k: torch.randn(rows, k).to(dtype) for k in (576, 1536)}
+    gemm = (
+        torch.ops.radixserve_cpu.block_gemm
+        if dtype == torch.bfloat16
+        else torch.ops.radixserve_cpu.block_gemm_f32
+    )
     t0 = time.perf_counter()
     for layer in layers:
         x = xs[layer["k"]]
-        if kind == "blocks":
-            torch.ops.radixserve_cpu.block_gemm(x, layer["blocks"], layer["n"], 4)
-        elif kind == "onednn":
-            layer["onednn"](x)
+        if kind in ("blocks", "fine"):
+            gemm(x, layer["blocks"], layer["n"], 4, kind == "fine")
+        elif kind == "dequant":
+            w = torch.ops.radixserve_cpu.block_dequantize_f32(
+                layer["blocks"], layer["n"], x.shape[1], 4
+            )
+            torch.nn.functional.linear(x, w)
+        elif kind == "dense":
+            layer["dense"](x)
         else:
             torch.ops.aten._weight_int4pack_mm_for_cpu(x, *layer["int4"][:1], 32, layer["int4"][1])
     return (time.perf_counter() - t0) * 1e3
@@ -67,18 +79,20 @@ def main() -> None:
     ap.add_argument("--rows", type=int, nargs="+", default=[1, 4, 8, 16, 32, 64, 256])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--kinds", nargs="+", default=["blocks", "onednn", "int4"])
+    ap.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
+    ap.add_argument("--kinds", nargs="+", default=["blocks", "fine", "dense", "int4"])
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    if not cpu_kernels_loaded():
-        raise SystemExit("the CPU kernels are not built on this machine (AVX512-BF16 and VNNI)")
-    layers = make_layers(0)
+    dtype = getattr(torch, args.dtype)
+    if not (cpu_kernels_loaded() if dtype == torch.bfloat16 else avx2_gemm_loaded()):
+        raise SystemExit(f"our {args.dtype} block GEMM is not built on this machine")
+    layers = make_layers(0, dtype)
     print(f"{'rows':>5} " + " ".join(f"{k:>10}" for k in args.kinds) + "   (ms per pass, best)")
     for rows in args.rows:
         best = {k: float("inf") for k in args.kinds}
         for _ in range(args.repeats):
             for kind in args.kinds:
-                best[kind] = min(best[kind], run(kind, layers, rows))
+                best[kind] = min(best[kind], run(kind, layers, rows, dtype))
         print(f"{rows:>5} " + " ".join(f"{best[k]:>10.2f}" for k in args.kinds))
 
 

@@ -28,7 +28,7 @@ case "$cmd" in
     ensure_env
     # The C++ CPU kernels compile once per torch version (about 20 s); build them here rather
     # than in whichever test's server loads a model first.
-    "$py" -c "from kernels.cpu import cpu_kernels_loaded; cpu_kernels_loaded()"
+    "$py" -c "from kernels.cpu import avx2_gemm_loaded as a, cpu_kernels_loaded as c; c(); a()"
     exec "$py" -m pytest "$@" ;;
   setup) ensure_env ;;
   *) echo "usage: scripts/dev.sh serve|test|setup [args]" >&2; exit 2 ;;

@@ -2,9 +2,11 @@
 
 torch ships no decode attention that reads a paged pool in place on the CPU, no GEMM that
 multiplies 4-bit blocks without widening them, and its flash kernel spends a decode batch in
-per-row set-up. The sources are compiled once per torch version and cached
-(`RADIXSERVE_CACHE_DIR`, else `~/.cache/radixserve`); without a compiler or without AVX512-BF16
-and VNNI the callers keep their torch-op paths. `RADIXSERVE_NO_CPU_KERNELS=1` turns them off."""
+per-row set-up. Two sets are built, each for the instructions it needs: the bfloat16 kernels
+(AVX512-BF16 and VNNI) and, for CPUs without AVX-512, the block GEMM on float32 activations
+(AVX2). The sources are compiled once per torch version and cached (`RADIXSERVE_CACHE_DIR`, else
+`~/.cache/radixserve`); without a compiler or the instructions the callers keep their torch-op
+paths. `RADIXSERVE_NO_CPU_KERNELS=1` turns them off."""
 
 from __future__ import annotations
 
@@ -16,18 +18,42 @@ import shutil
 import subprocess
 import sysconfig
 import tempfile
+from dataclasses import dataclass
 
 import torch
 
 logger = logging.getLogger(__name__)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCES = ("decode_attention.cpp", "norm_rotary.cpp", "block_gemm.cpp", "silu_mul.cpp")
-HEADERS = ("bf16.h", "vec_math.h")
-ISA_FLAGS = (
-    "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512bf16", "-mavx512vnni", "-mfma",
+
+
+@dataclass(frozen=True)
+class KernelSet:
+    """Sources compiled into one library, with the compiler's and the CPU's instruction flags."""
+
+    name: str
+    sources: tuple[str, ...]
+    headers: tuple[str, ...]
+    isa_flags: tuple[str, ...]
+    cpu_flags: tuple[str, ...]
+
+
+BF16_KERNELS = KernelSet(
+    "radixserve_cpu",
+    ("decode_attention.cpp", "norm_rotary.cpp", "block_gemm.cpp", "silu_mul.cpp"),
+    ("bf16.h", "vec_math.h"),
+    ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512bf16", "-mavx512vnni",
+     "-mfma"),
+    ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16", "avx512_vnni"),
 )  # fmt: skip
-CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16", "avx512_vnni")
+AVX2_KERNELS = KernelSet(
+    "radixserve_cpu_avx2",
+    ("block_gemm_avx2.cpp",),
+    (),
+    ("-mavx2", "-mfma", "-mf16c"),
+    ("avx2", "fma", "f16c"),
+)
+CPU_FLAGS = BF16_KERNELS.cpu_flags
 
 
 def _cpu_has(flags: tuple[str, ...]) -> bool:
@@ -48,12 +74,12 @@ def _cache_dir() -> str:
     return os.path.join(root, "cpu_kernels")
 
 
-def _compile_command(sources: list[str], out: str) -> list[str]:
+def _compile_command(kernels: KernelSet, sources: list[str], out: str) -> list[str]:
     torch_dir = os.path.dirname(torch.__file__)
     abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
     return [
         os.environ.get("CXX") or "c++", "-shared", "-fPIC", "-O3", "-std=c++17", "-fopenmp",
-        *ISA_FLAGS,
+        *kernels.isa_flags,
         f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
         "-isystem", os.path.join(torch_dir, "include"),
         "-isystem", os.path.join(torch_dir, "include", "torch", "csrc", "api", "include"),
@@ -63,15 +89,15 @@ def _compile_command(sources: list[str], out: str) -> list[str]:
     ]  # fmt: skip
 
 
-def _build() -> str:
-    """The path of the shared library, compiled unless a build of this source is cached."""
-    sources = [os.path.join(HERE, name) for name in SOURCES]
+def _build(kernels: KernelSet = BF16_KERNELS) -> str:
+    """The path of the set's shared library, compiled unless a build of this source is cached."""
+    sources = [os.path.join(HERE, name) for name in kernels.sources]
     digest = hashlib.sha256(torch.__version__.encode())
-    for path in sources + [os.path.join(HERE, name) for name in HEADERS]:
+    for path in sources + [os.path.join(HERE, name) for name in kernels.headers]:
         with open(path, "rb") as f:
             digest.update(f.read())
-    digest.update(" ".join(_compile_command([], "")).encode())
-    target = os.path.join(_cache_dir(), f"radixserve_cpu_{digest.hexdigest()[:16]}.so")
+    digest.update(" ".join(_compile_command(kernels, [], "")).encode())
+    target = os.path.join(_cache_dir(), f"{kernels.name}_{digest.hexdigest()[:16]}.so")
     if os.path.exists(target):
         return target
     os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -80,7 +106,9 @@ def _build() -> str:
     os.close(fd)
     try:
         logger.info("compiling the CPU kernels (once per torch version): %s", target)
-        subprocess.run(_compile_command(sources, tmp), check=True, capture_output=True, text=True)
+        subprocess.run(
+            _compile_command(kernels, sources, tmp), check=True, capture_output=True, text=True
+        )
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -88,33 +116,57 @@ def _build() -> str:
     return target
 
 
-@functools.cache
-def cpu_kernels_loaded() -> bool:
-    """Whether `torch.ops.radixserve_cpu` holds the kernels (built and loaded on first call)."""
+def _load(kernels: KernelSet) -> bool:
+    """Builds and loads the set where this CPU runs it; False leaves torch's ops."""
     if os.environ.get("RADIXSERVE_NO_CPU_KERNELS", "") not in ("", "0"):
         return False
-    if not _cpu_has(CPU_FLAGS):
+    if not _cpu_has(kernels.cpu_flags):
         return False
     if shutil.which(os.environ.get("CXX") or "c++") is None:
         logger.warning("no C++ compiler: the CPU kernels' steps run as torch ops")
         return False
     try:
-        torch.ops.load_library(_build())
+        torch.ops.load_library(_build(kernels))
     except (OSError, subprocess.CalledProcessError) as e:
         detail = getattr(e, "stderr", "") or str(e)
         logger.warning("CPU kernels not built, torch's are used instead: %s", detail[-2000:])
         return False
-    _register_shapes()
     return True
 
 
-def _register_shapes() -> None:
-    """The output shape of the one kernel torch.compile's graphs call (the quantized layers keep
-    no torch-op form to trace instead)."""
+@functools.cache
+def cpu_kernels_loaded() -> bool:
+    """Whether `torch.ops.radixserve_cpu` holds the bfloat16 kernels (built and loaded on first
+    call)."""
+    if not _load(BF16_KERNELS):
+        return False
 
+    # the output shape of the kernel torch.compile's graphs call (the quantized layers keep no
+    # torch-op form to trace instead)
     @torch.library.register_fake("radixserve_cpu::block_gemm")
     def _(x: torch.Tensor, packed: torch.Tensor, n: int, bits: int) -> torch.Tensor:
         return x.new_empty(x.shape[0], n)
+
+    return True
+
+
+@functools.cache
+def avx2_gemm_loaded() -> bool:
+    """Whether `torch.ops.radixserve_cpu.block_gemm_f32` (float32 activations) is loaded."""
+    if not _load(AVX2_KERNELS):
+        return False
+
+    @torch.library.register_fake("radixserve_cpu::block_gemm_f32")
+    def _(
+        x: torch.Tensor, packed: torch.Tensor, n: int, bits: int, fine: bool = False
+    ) -> torch.Tensor:
+        return x.new_empty(x.shape[0], n)
+
+    @torch.library.register_fake("radixserve_cpu::block_dequantize_f32")
+    def _(packed: torch.Tensor, n: int, k: int, bits: int) -> torch.Tensor:
+        return packed.new_empty(n, k, dtype=torch.float32)
+
+    return True
 
 
 def kernels_apply(x: torch.Tensor) -> bool:

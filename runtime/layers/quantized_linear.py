@@ -1,7 +1,8 @@
 """Quantized linear layers for the CPU: our block kernel where it is built, else torch's int4 /
 int8 weight-only kernels.
 
-With AVX512-BF16 and VNNI, `BlockLinear` serves every layer (below). Elsewhere: a decode step
+With AVX512-BF16 and VNNI (bfloat16), or AVX2 (float32), `BlockLinear` serves every layer
+(below). Elsewhere: a decode step
 reads every weight once per token, so at a few rows the int4 kernel, which reads a quarter of
 bfloat16's bytes, wins. From some batch size on, the step is bound by arithmetic and the dense
 GEMM wins again; there the layer uses the model's dense weight in the activation dtype
@@ -14,6 +15,7 @@ still blocks rows by the batch's row count)."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from kernels.cpu.block_pack import pack_blocks
@@ -113,19 +115,40 @@ class Int8Linear(_WeightOnlyLinear):
         return [self.codes, self.scales]
 
 
-class BlockLinear(_WeightOnlyLinear):
-    """4- or 8-bit blocks of 32 on our VNNI kernel (kernels/cpu/block_gemm.cpp), bfloat16 in and
-    out. It beat oneDNN's bfloat16 GEMM at every row count measured (1-256,
-    benchmarks/bench_block_gemm.py), so it keeps no dense weight; each row is computed alone,
-    so its result does not depend on the batch."""
+# float32 batches of this many rows or more dequantize the blocks for the call and run the dense
+# GEMM: the two-part int8 kernel lost to it from about 64 rows (benchmarks/bench_block_gemm.py)
+DEQUANTIZE_FROM = 64
 
-    def __init__(self, weight: GroupQuantized, bias: torch.Tensor | None) -> None:
+
+class BlockLinear(_WeightOnlyLinear):
+    """4- or 8-bit blocks of 32 on our kernels, with no dense weight kept: bfloat16 in and out
+    on AVX512-VNNI (kernels/cpu/block_gemm.cpp), which beat oneDNN's bfloat16 GEMM at every row
+    count measured; float32 on AVX2 (block_gemm_avx2.cpp), which beat float32's GEMM 8x at one
+    row and up to about 64, where larger batches (`dequantize_from`; None: never) take the dense
+    GEMM over a weight dequantized per call. On a kernel, each row is computed alone, so its
+    result does not depend on the batch."""
+
+    def __init__(
+        self, weight: GroupQuantized, bias: torch.Tensor | None, dequantize_from: int | None = None
+    ) -> None:
         super().__init__(*weight.codes.shape, bias, None, 0)
         self.bits = weight.bits
         self.packed = pack_blocks(*weight.unsigned(), weight.bits)
+        self.dequantize_from = dequantize_from
 
     def _quantized_mm(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.radixserve_cpu.block_gemm(x, self.packed, self.out_features, self.bits)
+        ops = torch.ops.radixserve_cpu
+        if x.dtype == torch.bfloat16:
+            return ops.block_gemm(x, self.packed, self.out_features, self.bits)
+        if self.dequantize_from is not None and x.shape[0] >= self.dequantize_from:
+            # bound by arithmetic: float32's GEMM on the weight dequantized for this call
+            w = ops.block_dequantize_f32(
+                self.packed, self.out_features, self.in_features, self.bits
+            )
+            return F.linear(x, w)
+        # float32 activations in two int8 parts (about 15 bits, not bfloat16's 8): one part
+        # moved the default model's greedy answers off float32's
+        return ops.block_gemm_f32(x, self.packed, self.out_features, self.bits, True)
 
     def _held(self) -> list[torch.Tensor]:
         return [self.packed]

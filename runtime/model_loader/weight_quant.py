@@ -4,12 +4,12 @@
 4-bit layers with the file's scales and minimums, group for group. `int4` / `int8` quantize
 dense weights at load, whatever the checkpoint.
 
-In bfloat16 on a CPU with our kernels built, every decoder layer runs on the block kernel
-(`BlockLinear`) and no dense weight is kept; otherwise on torch's weight-only kernels, with the
-dense weight for batches past `dense_from` rows. The output projection (the tied embedding, Q8_0
-in the default model) is the largest single matmul of a small model: int8 with one scale per
-row on torch's kernels, and bfloat16 on oneDNN beside the block kernel, whose int8 activations
-are too coarse for the logits.
+On a CPU with our kernels built (bfloat16 on AVX512-VNNI, float32 on AVX2), every decoder
+layer runs on a block kernel (`BlockLinear`) and no dense weight is kept; otherwise on torch's
+weight-only kernels, with the dense weight for batches past `dense_from` rows. The output
+projection (the tied embedding, Q8_0 in the default model) is the largest single matmul of a
+small model: int8 with one scale per row on torch's kernels, and a dense GEMM beside the block
+kernels, whose int8 activations are too coarse for the logits.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from collections import defaultdict
 import torch
 from torch import nn
 
-from kernels.cpu import cpu_kernels_loaded
+from kernels.cpu import avx2_gemm_loaded, cpu_kernels_loaded
 from runtime.layers.packed_linear import dense_linear
-from runtime.layers.quantized_linear import BlockLinear, Int4Linear, Int8Linear
+from runtime.layers.quantized_linear import DEQUANTIZE_FROM, BlockLinear, Int4Linear, Int8Linear
 from runtime.model_loader.gguf_quant import (
     GROUP,
     GroupQuantized,
@@ -138,8 +138,11 @@ def _bias(linear: nn.Linear) -> torch.Tensor | None:
 
 
 def block_kernel_applies(dtype: torch.dtype) -> bool:
-    """Whether the quantized layers run on our block kernel (bfloat16, kernels built)."""
-    return dtype == torch.bfloat16 and cpu_kernels_loaded()
+    """Whether the quantized layers run on our block kernels: bfloat16 on AVX512-VNNI, float32
+    on AVX2 (where torch's weight-only kernels ran 6-60x slower than the dense GEMM)."""
+    if dtype == torch.bfloat16:
+        return cpu_kernels_loaded()
+    return dtype == torch.float32 and avx2_gemm_loaded()
 
 
 def quantize_model(
@@ -159,7 +162,8 @@ def quantize_model(
     def layer(q: GroupQuantized | None, w: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
         """The layer for weight `w`, from its quantized form `q` when there is one."""
         if blocks and w.shape[1] % GROUP == 0:
-            return BlockLinear(q if q is not None else quantize_int8_blocks(w), bias)
+            dequantize = None if dense_from is None or dtype != torch.float32 else DEQUANTIZE_FROM
+            return BlockLinear(q if q is not None else quantize_int8_blocks(w), bias, dequantize)
         dense = {} if dense_from is None else {
             "dense": dense_linear(w, bias, reorder), "dense_from": dense_from
         }  # fmt: skip
@@ -198,7 +202,7 @@ def quantize_model(
     if blocks:
         # A greedy token is decided by the gaps between logits, and the block kernel's int8
         # activations closed enough of them to change the default model's answers; the head
-        # keeps bfloat16 activations on oneDNN.
+        # keeps the model's dtype (bfloat16 on oneDNN).
         model.logits_proj = dense_linear(head, None, reorder)
         held += head.numel() * head.element_size()
     else:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from gguf import GGMLQuantizationType as T
 from gguf.quants import quantize
 
-from kernels.cpu import cpu_kernels_loaded
+from kernels.cpu import avx2_gemm_loaded, cpu_kernels_loaded
 from runtime.layers.packed_linear import dense_linear
 from runtime.layers.quantized_linear import BlockLinear, Int4Linear, Int8Linear
 from runtime.model_loader.gguf_quant import (
@@ -93,6 +93,36 @@ def test_block_layer_multiplies_the_file_blocks(kind):
     assert (got - ref).abs().max() < 0.02 * ref.abs().max()
     # 3 tiles of 16 rows (the last padded) x 4 blocks, each codes plus float16 scales and mins
     assert layer.weight_bytes() == 3 * 4 * (q.bits * 64 + 64)
+
+
+@pytest.mark.skipif(not avx2_gemm_loaded(), reason="needs AVX2 and a C++ compiler")
+@pytest.mark.parametrize("kind", [T.Q4_1, T.Q8_0])
+def test_block_layer_in_float32_is_the_dequantized_product(kind):
+    """In float32 the activations go in two int8 parts: the result is the file's weight times
+    the activations to well within bfloat16's precision."""
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((40, 128)).astype(np.float32)
+    q = read_group_quantized(kind.name, quantize(w, kind), w.shape)
+    bias = torch.randn(40)
+    x = torch.randn(2, 3, 128)
+    out = BlockLinear(q, bias)(x)
+    assert out.shape == (2, 3, 40) and out.dtype == torch.float32
+    ref = torch.nn.functional.linear(x, q.dequantize(), bias)
+    assert (out - ref).abs().max() < 2e-4 * ref.abs().max()
+
+
+@pytest.mark.skipif(not avx2_gemm_loaded(), reason="needs AVX2 and a C++ compiler")
+def test_float32_batches_from_the_threshold_run_the_dequantized_weight():
+    w = np.random.default_rng(5).standard_normal((48, 64)).astype(np.float32)
+    q = read_group_quantized("Q4_1", quantize(w, T.Q4_1), w.shape)  # float16 scales, as packed
+    layer = BlockLinear(q, None, dequantize_from=4)
+    dense = q.dequantize()
+    big = torch.randn(5, 64)
+    assert torch.allclose(layer(big), big @ dense.t(), rtol=1e-5, atol=1e-5)
+    small = big[:3]
+    # below it the two-part kernel: close to the dense product, and the same rows as alone
+    assert torch.allclose(layer(small), small @ dense.t(), rtol=1e-3, atol=1e-3)
+    assert torch.equal(layer(small)[1], layer(small[1:2])[0])
 
 
 @needs_kernels
