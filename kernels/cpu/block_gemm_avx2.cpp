@@ -1,8 +1,10 @@
-// float32 activations times the packed 4- or 8-bit blocks of block_gemm.cpp, on AVX2 alone, for
-// the CPUs without AVX-512 (AMD before Zen 4, Intel client cores), where the model runs in float32.
+// float32 activations times the packed 4- or 8-bit blocks of block_gemm.cpp, on AVX2 alone: the
+// CPUs without AVX-512 (AMD before Zen 4, Intel client cores) run the model in float32, where
+// torch's weight-only int4 / int8 kernels ran 6-60x slower than the dense GEMM.
 //
 // The arithmetic is block_gemm.cpp's: activations quantized to int8 per row and block of 32, a
-// block contributing d*e*sum(u*v) + m*e*sum(v). AVX2 has no `vpdpbusd`; `vpmaddubsw` multiplies
+// block contributing d*e*sum(u*v) + m*e*sum(v); with `fine`, in two parts (about 15 bits),
+// which float32's users expect and one part (about bfloat16's 8) does not give. AVX2 has no `vpdpbusd`; `vpmaddubsw` multiplies
 // unsigned by signed bytes into pairs of int16. With 4-bit codes a pair is at most
 // 2*15*127 = 3810, so the eight groups of a block add up in int16 without overflow (30480)
 // before one `vpmaddwd` widens them. 8-bit codes are split into their two nibbles, each taken

@@ -8,8 +8,9 @@ On a CPU with our kernels built (bfloat16 on AVX512-VNNI, float32 on AVX2), ever
 layer runs on a block kernel (`BlockLinear`) and no dense weight is kept; otherwise on torch's
 weight-only kernels, with the dense weight for batches past `dense_from` rows. The output
 projection (the tied embedding, Q8_0 in the default model) is the largest single matmul of a
-small model: int8 with one scale per row on torch's kernels, and a dense GEMM beside the block
-kernels, whose int8 activations are too coarse for the logits.
+small model: int8 with one scale per row on torch's kernels; the file's blocks on the float32
+block kernel; and a bfloat16 GEMM beside the bfloat16 block kernel, whose one int8 part per
+activation is too coarse for the logits.
 """
 
 from __future__ import annotations
@@ -199,14 +200,15 @@ def quantize_model(
         setattr(parent, attr, new)
         held += new.weight_bytes()
     head = model.lm_head_weight.data
-    if blocks:
-        # A greedy token is decided by the gaps between logits, and the block kernel's int8
-        # activations closed enough of them to change the default model's answers; the head
-        # keeps the model's dtype (bfloat16 on oneDNN).
+    if blocks and dtype == torch.bfloat16:
+        # A greedy token is decided by the gaps between logits, and the bfloat16 kernel's one
+        # int8 part per activation closed enough of them to change the default model's answers;
+        # the head stays a bfloat16 GEMM on oneDNN.
         model.logits_proj = dense_linear(head, None, reorder)
         held += head.numel() * head.element_size()
-    else:
-        model.logits_proj = layer(None, head, None)
+    else:  # float32 blocks (two-part activations) take the file's own (Q8_0 here)
+        head_name = "model.embed_tokens.weight" if model.tied else "lm_head.weight"
+        model.logits_proj = layer(file_blocks.get(head_name) if blocks else None, head, None)
         held += model.logits_proj.weight_bytes()
     logger.info(
         "weights quantized (%s, %s kernel): quantized layers hold %.0f MiB",

@@ -34,12 +34,13 @@ def test_beside_the_block_kernel_the_head_keeps_bfloat16_activations(monkeypatch
 
 @pytest.mark.skipif(not avx2_gemm_loaded(), reason="needs AVX2 and a C++ compiler")
 def test_float32_blocks_keep_the_reference_logits():
-    """In float32 the file's 4-bit blocks run on the AVX2 kernel with two-part activations: the
-    logits stay those of the dequantized reference, where one int8 part had turned "The capital
+    """In float32 the file's blocks (Q4_1, and Q8_0 for the tied head) run on the AVX2 kernel
+    with two-part activations: the logits stay those of the dequantized reference, where one int8 part had turned "The capital
     of France is Paris." into another answer (its first token's lead is 0.08 nats)."""
     reference = ModelRunner(SchedulerArgs(max_total_tokens=256, log_level="warning", **REFERENCE))
     blocks = ModelRunner(SchedulerArgs(dtype="float32", quantization="auto", max_total_tokens=256))
     assert isinstance(blocks.model.model.layers[0].mlp.down_proj, BlockLinear)
+    assert isinstance(blocks.model.logits_proj, BlockLinear) and blocks.model.logits_proj.bits == 8
     tok = load_tokenizer(blocks.model_folder)
     for question in ("What is the capital of France?", "List three prime numbers."):
         ids = chat_ids(tok, question)
