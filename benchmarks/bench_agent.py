@@ -220,7 +220,7 @@ def start_servers(args) -> dict:
     tokens = str(args.max_total_tokens)
     ours = systems.SystemSpec(
         "ours",
-        "ours (bfloat16, GGUF int4)",
+        "ours (--dtype auto, GGUF blocks)",
         "ours",
         "auto",
         extra_args=(

@@ -43,7 +43,7 @@ class SystemSpec:
 SYSTEMS = {
     s.name: s
     for s in [
-        SystemSpec("ours", "ours (bfloat16, GGUF int4)", "ours", "auto"),
+        SystemSpec("ours", "ours (--dtype auto, GGUF blocks)", "ours", "auto"),
         SystemSpec(
             "ours-compile",
             "ours (bfloat16, GGUF int4, compiled)",
