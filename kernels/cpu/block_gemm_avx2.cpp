@@ -1,6 +1,6 @@
 // float32 activations times the packed 4- or 8-bit blocks of block_gemm.cpp, on AVX2 alone: the
 // CPUs without AVX-512 (AMD before Zen 4, Intel client cores) run the model in float32, where
-// torch's weight-only int4 / int8 kernels ran 6-60x slower than the dense GEMM.
+// torch's weight-only int4 / int8 kernels ran 3-66x slower than the dense GEMM.
 //
 // The arithmetic is block_gemm.cpp's: activations quantized to int8 per row and block of 32, a
 // block contributing d*e*sum(u*v) + m*e*sum(v); with `fine`, in two parts (about 15 bits),

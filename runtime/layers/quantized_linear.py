@@ -123,7 +123,7 @@ DEQUANTIZE_FROM = 64
 class BlockLinear(_WeightOnlyLinear):
     """4- or 8-bit blocks of 32 on our kernels, with no dense weight kept: bfloat16 in and out
     on AVX512-VNNI (kernels/cpu/block_gemm.cpp), which beat oneDNN's bfloat16 GEMM at every row
-    count measured; float32 on AVX2 (block_gemm_avx2.cpp), which beat float32's GEMM 8x at one
+    count measured; float32 on AVX2 (block_gemm_avx2.cpp), which beat float32's GEMM 4-8x at one
     row and up to about 64, where larger batches (`dequantize_from`; None: never) take the dense
     GEMM over a weight dequantized per call. On a kernel, each row is computed alone, so its
     result does not depend on the batch."""
