@@ -2,12 +2,11 @@
 int8 weight-only kernels.
 
 With AVX512-BF16 and VNNI (bfloat16), or AVX2 (float32), `BlockLinear` serves every layer
-(below). Elsewhere: a decode step
-reads every weight once per token, so at a few rows the int4 kernel, which reads a quarter of
-bfloat16's bytes, wins. From some batch size on, the step is bound by arithmetic and the dense
-GEMM wins again; there the layer uses the model's dense weight in the activation dtype
-(`packed_linear.dense_linear`: in bfloat16 oneDNN's reordered form, which replaces the loaded
-weight, so not a second copy). The row count at which it switches (`dense_from`) was measured on
+(below). Elsewhere: a decode step reads every weight once per token, so at a few rows the int4
+kernel, which reads a quarter of bfloat16's bytes, wins. From some batch size on, the step is
+bound by arithmetic and the dense GEMM wins again; there the layer uses the model's dense weight
+in the activation dtype (`packed_linear.dense_linear`: in bfloat16 oneDNN's reordered form,
+which replaces the loaded weight, so not a second copy). The row count at which it switches (`dense_from`) was measured on
 this machine by benchmarks/bench_decode_step.py; with no dense weight every batch stays on the
 quantized kernel (deterministic inference: one kernel whatever the batch, though torch's kernel
 still blocks rows by the batch's row count)."""
