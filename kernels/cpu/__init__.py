@@ -53,7 +53,6 @@ AVX2_KERNELS = KernelSet(
     ("-mavx2", "-mfma", "-mf16c"),
     ("avx2", "fma", "f16c"),
 )
-CPU_FLAGS = BF16_KERNELS.cpu_flags
 
 
 def _cpu_has(flags: tuple[str, ...]) -> bool:
