@@ -4,9 +4,10 @@ weight-only kernels torch offers, at decode and prefill row counts.
 The weights are the shapes of the default model (SmolLM2-135M: 30 layers of qkv 960x576, o
 576x576, gate_up 3072x576, down 576x1536) with random codes, all layers in turn, so each layer's
 weights come from memory as in a real step, not from cache. Prints milliseconds per pass over
-all layers, interleaved over repeats (`fine`: the block kernel with activations in two int8
-parts; `dequant`: float32 only, the blocks dequantized for the call, then the dense GEMM). `--dtype bfloat16` runs the VNNI kernel against oneDNN
-(AVX512-BF16 CPUs); `--dtype float32` the AVX2 kernel against the float32 GEMM.
+all layers, interleaved over repeats. `--dtype bfloat16` runs the VNNI kernel against oneDNN
+(AVX512-BF16 CPUs); `--dtype float32` the AVX2 kernel against the float32 GEMM, with two more
+kinds: `fine` (activations in two int8 parts) and `dequant` (the blocks dequantized for the
+call, then the dense GEMM).
 
     .venv/bin/python benchmarks/bench_block_gemm.py --rows 1 4 8 16 32 64 256 --threads 1
 """
@@ -60,8 +61,10 @@ def run(kind: str, layers: list[dict], rows: int, dtype: torch.dtype) -> float:
     t0 = time.perf_counter()
     for layer in layers:
         x = xs[layer["k"]]
-        if kind in ("blocks", "fine"):
-            gemm(x, layer["blocks"], layer["n"], 4, kind == "fine")
+        if kind == "blocks":
+            gemm(x, layer["blocks"], layer["n"], 4)
+        elif kind == "fine":
+            gemm(x, layer["blocks"], layer["n"], 4, True)
         elif kind == "dequant":
             w = torch.ops.radixserve_cpu.block_dequantize_f32(
                 layer["blocks"], layer["n"], x.shape[1], 4
@@ -80,10 +83,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
-    ap.add_argument("--kinds", nargs="+", default=["blocks", "fine", "dense", "int4"])
+    ap.add_argument("--kinds", nargs="+", default=None, help="default: all for the dtype")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
+    f32_only = {"fine", "dequant"}  # the bfloat16 kernel has one int8 part and no dequantize
+    if args.kinds is None:
+        args.kinds = ["blocks", "fine", "dequant", "dense", "int4"]
+        if dtype == torch.bfloat16:
+            args.kinds = [k for k in args.kinds if k not in f32_only]
+    elif dtype == torch.bfloat16 and f32_only & set(args.kinds):
+        raise SystemExit(f"--kinds {' '.join(sorted(f32_only))} run with --dtype float32 only")
     if not (cpu_kernels_loaded() if dtype == torch.bfloat16 else avx2_gemm_loaded()):
         raise SystemExit(f"our {args.dtype} block GEMM is not built on this machine")
     layers = make_layers(0, dtype)
